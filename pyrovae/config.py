@@ -1,0 +1,283 @@
+"""Typed, frozen run configuration: TOML round-trip, dotted overrides, validation in one place.
+
+A config has three sections, ``data``, ``model`` and ``train``, plus a run ``name``. Components
+(prior, guide, likelihood, encoder, decoder, estimator) are a ``name`` plus that component's own
+options, which are checked against the registered component's signature::
+
+    [model.prior]
+    name = "learned_normal"
+
+Every error names the offending key and, where there is a closed set, the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from .errors import ConfigError
+from .registry import check_type, resolve_options
+
+__all__ = [
+    "Component",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "Config",
+    "load_config",
+    "apply_overrides",
+]
+
+
+def _option(
+    default: Any,
+    help: str,
+    minimum: float | None = None,
+    exclusive: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """A dataclass field with the help text and bound used by validation and the README."""
+    metadata = {"help": help, "min": minimum, "exclusive": exclusive}
+    if isinstance(default, Component):
+        return field(default_factory=lambda: default, metadata={**metadata, **kwargs})
+    return field(default=default, metadata={**metadata, **kwargs})
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered component chosen by ``name``, with its own ``options``."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **{k: _to_toml(v) for k, v in self.options.items()}}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = _option("digits", "dataset, a registered name", kind="dataset")
+    root: str = _option("", "folder holding the dataset; empty: $PYROVAE_DATA_DIR, else ./data")
+    download: bool = _option(True, "download a torchvision dataset missing from `root`")
+    path: str = _option("", "file of a user dataset (`.npy`, `.npz` or `.pt`) for name `file`")
+    binarize: Literal["dynamic", "none"] = _option(
+        "dynamic", "`dynamic`: a fresh Bernoulli draw of every training image each epoch"
+    )
+    validation_size: float = _option(
+        0.1,
+        "held out of the training split: a fraction if below 1, else a count",
+        0.0,
+        exclusive=True,
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_dim: int = _option(10, "dimension of the latent variable z", 1)
+    prior: Component = _option(Component("standard_normal"), "p(z)", kind="prior")
+    guide: Component = _option(Component("diagonal_normal"), "q(z|x)", kind="guide")
+    likelihood: Component = _option(Component("bernoulli"), "p(x|z)", kind="likelihood")
+    encoder: Component = _option(
+        Component("mlp", {"hidden": (200,)}), "network x -> guide parameters", kind="network"
+    )
+    decoder: Component = _option(
+        Component("mlp", {"hidden": (200,)}),
+        "network z -> likelihood parameters",
+        kind="network",
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    estimator: Component = _option(Component("meanfield"), "ELBO estimator", kind="estimator")
+    epochs: int = _option(30, "passes over the training split", 1)
+    batch_size: int = _option(100, "datapoints per step", 1)
+    lr: float = _option(1e-3, "Adam learning rate", 0.0, exclusive=True)
+    clip_norm: float = _option(0.0, "clip the gradient's global norm to this; 0: off", 0.0)
+    beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0)
+    warmup_epochs: int = _option(0, "epochs of linear KL warm-up from 0 to beta", 0)
+    seed: int = _option(0, "seed of every random draw", 0)
+    device: str = _option("auto", "`cpu`, `cuda`, `cuda:N` or `auto`")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = _option("vae", "run name: the run directory is runs/<name>")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "model"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training"})
+
+    # ----------------------------------------------------------------- conversions
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Config:
+        """Validate a nested mapping (as read from TOML) into a Config."""
+        return _parse_section(cls, raw, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A nested dict of plain TOML values; ``from_dict(to_dict())`` gives back ``self``."""
+        return _section_to_dict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_toml())
+
+    def replace(self, overrides: Iterable[str]) -> Config:
+        """A new config with dotted ``key=value`` overrides applied."""
+        return Config.from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a TOML file (or start from the defaults), apply overrides, and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+    return Config.from_dict(apply_overrides(raw, overrides))
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings; values are TOML literals, bare words are strings."""
+    result = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (train.epochs=5)")
+        value = _parse_value(text.strip())
+        *parents, leaf = key.split(".")
+        node = result
+        for i, part in enumerate(parents):
+            child = node.get(part)
+            if isinstance(child, str) and _is_component_path(parents[: i + 1]):
+                child = {"name": child}  # a component given by name alone gains options
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parents[: i + 1])} is not a table")
+            node[part] = child
+            node = child
+        node[leaf] = value
+    return result
+
+
+# --------------------------------------------------------------------- internals
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _is_component_path(parts: list[str]) -> bool:
+    node: Any = Config
+    for part in parts:
+        fields = (
+            {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        )
+        if part not in fields:
+            return False
+        node = typing.get_type_hints(node)[part]
+    return node is Component
+
+
+def _deep_copy(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+
+
+def _parse_section(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(_unknown_key(prefix + key, key, fields))
+    values = {}
+    for name, f in fields.items():
+        where = prefix + name
+        hint = hints[name]
+        if name not in raw:
+            if hint is Component:  # defaults are resolved too, so the saved config is complete
+                values[name] = _parse_component(_default(f), f.metadata["kind"], where)
+            continue
+        value = raw[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _parse_section(hint, value, where + ".")
+        elif hint is Component:
+            values[name] = _parse_component(value, f.metadata["kind"], where)
+        else:
+            value = check_type(value, hint, where)
+            _check_range(value, f, where)
+            if f.metadata.get("kind"):
+                from .registry import lookup
+
+                lookup(f.metadata["kind"], value, where)
+            values[name] = value
+    return cls(**values)
+
+
+def _parse_component(value: Any, kind: str, where: str) -> Component:
+    if isinstance(value, Component):
+        value = value.to_dict()
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        raise ConfigError(f"{where}: expected a {kind} name or a table with a 'name' key")
+    options = {k: v for k, v in value.items() if k != "name"}
+    return Component(value["name"], resolve_options(kind, value["name"], options, where))
+
+
+def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
+    minimum = f.metadata.get("min")
+    if minimum is None or not isinstance(value, int | float):
+        return
+    strict = f.metadata["exclusive"]
+    if value < minimum or (strict and value == minimum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise ConfigError(f"{where}: must be {bound}, got {value!r}")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _unknown_key(where: str, key: str, fields: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(key, fields, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: unknown key{hint}; valid keys: {', '.join(fields)}"
+
+
+def _section_to_dict(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, Component):
+            out[f.name] = value.to_dict()
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = _section_to_dict(value)
+        else:
+            out[f.name] = _to_toml(value)
+    return out
+
+
+def _to_toml(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_to_toml(v) for v in value]
+    return value

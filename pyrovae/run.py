@@ -1,0 +1,136 @@
+"""The run directory: resolved config, metrics, checkpoint and pictures of one training run."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import atomic_write_bytes, load_checkpoint
+from .config import Config
+from .errors import CheckpointError, ConfigError
+from .model import VAE, build_vae
+
+__all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "CHECKPOINT_FILE",
+    "Run",
+    "default_run_dir",
+    "prepare_run_dir",
+    "read_metrics",
+    "load_run",
+    "resolve_device",
+]
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class Run:
+    """What ``train`` returns: the run directory, its config, the trained model and metrics."""
+
+    directory: Path
+    config: Config
+    model: VAE
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_run_dir(name: str) -> Path:
+    """``./runs/<name>``, or ``./runs/<name>-N`` with the first free N if that is taken."""
+    base = Path("runs") / name
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{name}-{n}")
+    return candidate
+
+
+def prepare_run_dir(directory: Path, config: Config, overwrite: bool = False) -> Path:
+    """Create the run directory and write the resolved config; fail now if it is unwritable."""
+    if (directory / CHECKPOINT_FILE).exists() and not overwrite:
+        raise ConfigError(
+            f"{directory} already holds a run; choose another --out, or pass --overwrite"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(directory / CONFIG_FILE, lambda f: f.write(config.to_toml().encode()))
+        (directory / METRICS_FILE).write_text("")
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write the run directory {str(directory)!r}: {error.strerror}; choose"
+            " another --out"
+        ) from None
+    return directory
+
+
+def append_metrics(directory: Path, record: dict[str, Any]) -> None:
+    with open(directory / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_metrics(directory: str | Path) -> list[dict[str, Any]]:
+    path = Path(directory) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device: unknown device {name!r}; choose cpu, cuda, cuda:N or auto"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: CUDA is not available on this machine; use cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device: unsupported device {name!r}; choose cpu, cuda or auto")
+    return device
+
+
+def load_run(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Config, VAE, dict[str, Any]]:
+    """The config, the model with its trained weights, and the raw checkpoint of a run."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"run directory {str(directory)!r} does not exist")
+    payload = load_checkpoint(directory / CHECKPOINT_FILE, map_location=device)
+    try:
+        config = Config.from_dict(payload["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"checkpoint config is invalid: {error}") from None
+    x_shape = tuple(payload["x_shape"])
+    vae = build_vae(config.model, x_shape).to(device)
+    load_weights(vae, payload["model"])
+    return config, vae, payload
+
+
+def load_weights(vae: VAE, state: dict[str, torch.Tensor]) -> None:
+    """Load a state dict, naming the first difference when the architecture does not match."""
+    own = vae.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"checkpoint does not match the model: {detail}")
+    for key, tensor in state.items():
+        if own[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"checkpoint does not match the model: {key} has shape {tuple(tensor.shape)},"
+                f" the model expects {tuple(own[key].shape)}"
+            )
+    vae.load_state_dict(state)
