@@ -64,7 +64,7 @@ class Component:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _option("digits", "dataset, a registered name", kind="dataset")
+    name: str = _option("digits", "dataset", kind="dataset")
     root: str = _option("", "folder holding the dataset; empty: $PYROVAE_DATA_DIR, else ./data")
     download: bool = _option(True, "download a torchvision dataset missing from `root`")
     path: str = _option("", "file of a user dataset (`.npy`, `.npz` or `.pt`) for name `file`")
@@ -216,10 +216,10 @@ def _parse_section(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
                 values[name] = _parse_component(_default(f), f.metadata["kind"], where)
             continue
         value = raw[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = _parse_section(hint, value, where + ".")
-        elif hint is Component:
+        if hint is Component:
             values[name] = _parse_component(value, f.metadata["kind"], where)
+        elif dataclasses.is_dataclass(hint):
+            values[name] = _parse_section(hint, value, where + ".")
         else:
             value = check_type(value, hint, where)
             _check_range(value, f, where)

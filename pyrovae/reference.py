@@ -32,7 +32,7 @@ def _section_rows(cls: type, prefix: str) -> list[str]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
+        if dataclasses.is_dataclass(hint) and hint is not Component:
             rows += _section_rows(hint, f"{prefix}{f.name}.")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -45,12 +45,14 @@ def _section_rows(cls: type, prefix: str) -> list[str]:
         if typing.get_origin(hint) is typing.Literal:
             help_text += "; one of " + ", ".join(f"`{a}`" for a in typing.get_args(hint))
         if kind:
-            help_text += "; a " + kind + " name (below)"
-        rows.append(f"| `{prefix}{f.name}` | {shown} | {help_text} |")
+            help_text += f"; a registered {kind} (below)"
+        rows.append(f"| `{prefix}{f.name}` | {shown} | {_cell(help_text)} |")
     return rows
 
 
 def _options(kind: str, name: str) -> str:
+    if kind == "dataset":
+        return "the `data.*` keys"
     params = component_options(kind, name)
     if not params:
         return "none"
@@ -65,4 +67,9 @@ def _options(kind: str, name: str) -> str:
 
 def _summary(kind: str, name: str) -> str:
     doc = inspect.getdoc(lookup(kind, name)) or ""
-    return " ".join(doc.split("\n\n")[0].split()).replace("|", "\\|")
+    return _cell(" ".join(doc.split("\n\n")[0].split()))
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")

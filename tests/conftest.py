@@ -1,0 +1,47 @@
+"""Shared fixtures: a clean, seeded, validated Pyro for every test; the command line in a
+subprocess; the MNIST folder beside the checkout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyro
+import pytest
+
+import pyrovae  # noqa: F401  (sets Pyro's module-local parameters before any module is built)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PYROVAE_TEST_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def clean_pyro():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    with pyro.validation_enabled(True):
+        yield
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"MNIST not found in {SHARED_DATA}/MNIST/raw (set PYROVAE_TEST_DATA_DIR)")
+    return SHARED_DATA
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run ``python -m pyrovae ARGS`` in a subprocess with this checkout on the path."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pyrovae", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
