@@ -62,9 +62,12 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import is_main_process
     from .train import train
 
     run = train(_load(args), out=args.out, quiet=args.quiet, overwrite=args.overwrite)
+    if not is_main_process():  # under torchrun, rank 0 alone reports
+        return 0
     last = run.metrics[-1]
     print(
         f"trained {run.config.name}: valid_loss {last['valid_loss']:.3f} nats after"

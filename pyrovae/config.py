@@ -105,6 +105,12 @@ class TrainConfig:
     beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0)
     warmup_epochs: int = _option(0, "epochs of linear KL warm-up from 0 to beta", 0)
     seed: int = _option(0, "seed of every random draw", 0)
+    dist_timeout: float = _option(
+        600.0,
+        "seconds a process of a torchrun run waits for the others before stopping with an error",
+        0.0,
+        exclusive=True,
+    )
     device: str = _option("auto", "`cpu`, `cuda`, `cuda:N` or `auto`")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from .checkpoint import save_checkpoint
 from .config import Config
 from .data import Splits, batch_slices, check_likelihood, load_splits
+from .distributed import Group, session
 from .errors import TrainingError
 from .evaluate import negative_elbo
 from .model import VAE, build_vae
@@ -30,7 +32,6 @@ from .run import (
     append_metrics,
     default_run_dir,
     prepare_run_dir,
-    resolve_device,
 )
 
 __all__ = ["train", "kl_weight"]
@@ -49,19 +50,34 @@ def train(
     quiet: bool = False,
     overwrite: bool = False,
 ) -> Run:
-    """Train the VAE described by ``config``; results go to ``out`` (default ``runs/<name>``)."""
-    device = resolve_device(config.train.device)
+    """Train the VAE described by ``config``; results go to ``out`` (default ``runs/<name>``).
+
+    Under torchrun every process calls this and they train together with DDP; rank 0 alone
+    writes ``out`` (see ``pyrovae.distributed``).
+    """
+    with session(config.train) as group:
+        return _train(config, out, quiet, overwrite, group)
+
+
+def _train(
+    config: Config, out: str | Path | None, quiet: bool, overwrite: bool, group: Group
+) -> Run:
+    device = group.device
     pyro.set_rng_seed(config.train.seed)
-    directory = Path(out) if out is not None else default_run_dir(config.name)
+    directory = Path(out) if out is not None else None
 
     splits = load_splits(config.data, device)
     vae = build_vae(config.model, splits.x_shape).to(device)
     check_likelihood(splits, vae.likelihood)
-    prepare_run_dir(directory, config, overwrite)
+    directory = group.on_main(
+        lambda: prepare_run_dir(directory or default_run_dir(config.name), config, overwrite)
+    )
+    group.seed_sampling(config.train.seed)
 
-    loop = _Loop(config, vae, splits, device, quiet)
+    loop = _Loop(config, vae, splits, device, quiet or not group.is_main, group)
     metrics = loop.run(directory)
-    _save_pictures(vae, splits, metrics, directory)
+    if group.is_main:
+        _save_pictures(vae, splits, metrics, directory)
     return Run(directory=directory, config=config, model=vae, metrics=metrics)
 
 
@@ -69,8 +85,15 @@ class _Loop:
     """State of one training run: model, optimizer, estimator, generators and counters."""
 
     def __init__(
-        self, config: Config, vae: VAE, splits: Splits, device: torch.device, quiet: bool
+        self,
+        config: Config,
+        vae: VAE,
+        splits: Splits,
+        device: torch.device,
+        quiet: bool,
+        group: Group | None = None,
     ) -> None:
+        self.group = group if group is not None else Group(device)
         self.config = config
         self.vae = vae
         self.splits = splits
@@ -79,7 +102,8 @@ class _Loop:
         cfg = config.train
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
         estimator = build("estimator", cfg.estimator.name, cfg.estimator.options, "train.estimator")
-        self.loss_fn = estimator(vae.model, vae.guide)  # an ELBOModule: forward(x) -> -ELBO
+        # forward(x) -> -ELBO summed over x; wrapped in DistributedDataParallel under torchrun
+        self.loss_fn = self.group.loss_module(estimator, vae)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
         self.warmup_steps = cfg.warmup_epochs * self.steps_per_epoch
@@ -95,7 +119,7 @@ class _Loop:
                 train_loss = self._epoch(bar, epoch)
                 seconds = time.perf_counter() - started
                 self.vae.eval()
-                valid_loss = negative_elbo(self.vae, self.splits.valid)
+                valid_loss = self.group.mean(partial(negative_elbo, self.vae), self.splits.valid)
                 self.vae.train()
                 record = {
                     "epoch": epoch,
@@ -106,9 +130,11 @@ class _Loop:
                     "epoch_seconds": seconds,
                 }
                 metrics.append(record)
-                append_metrics(directory, record)
+                if self.group.is_main:
+                    append_metrics(directory, record)
                 bar.set_postfix(epoch=epoch, loss=f"{train_loss:.2f}", valid=f"{valid_loss:.2f}")
-        save_checkpoint(directory / CHECKPOINT_FILE, self.checkpoint(cfg.epochs))
+        if self.group.is_main:
+            save_checkpoint(directory / CHECKPOINT_FILE, self.checkpoint(cfg.epochs))
         return metrics
 
     def _epoch(self, bar: tqdm, epoch: int) -> float:
@@ -117,11 +143,12 @@ class _Loop:
         total = torch.zeros((), device=self.device)
         n = len(x_train)
         for indices in batch_slices(n, cfg.batch_size, self.generator, self.device):
-            batch = x_train[indices]
+            batch = x_train[self.group.shard(indices)]  # this rank's share of the global batch
             self.vae.kl_weight = kl_weight(self.step, cfg.beta, self.warmup_steps)
             with pyro.validation_enabled(self.step == 0):
-                loss = self.loss_fn(batch) / len(batch)
-            if not torch.isfinite(loss):
+                loss_sum = self.loss_fn(batch)
+            loss = loss_sum * self.group.loss_scale(len(indices))  # mean over the global batch
+            if not self.group.all_finite(loss):
                 raise TrainingError(
                     f"the loss is {float(loss)} at epoch {epoch}, step {self.step}; lower"
                     " train.lr, set train.clip_norm, or check the data"
@@ -131,10 +158,10 @@ class _Loop:
             if cfg.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.vae.parameters(), cfg.clip_norm)
             self.optimizer.step()
-            total += loss.detach() * len(batch)
+            total += loss_sum.detach()
             self.step += 1
             bar.update(1)
-        return float(total) / n
+        return float(self.group.sum(total)) / n
 
     def checkpoint(self, epoch: int) -> dict[str, Any]:
         return {
