@@ -95,8 +95,9 @@ def launch_from_env(environ: dict[str, str] | None = None) -> Launch | None:
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         text = env.get(name)
         if text is None or not text.strip().isdigit():
+            found = "not set" if text is None else f"{text!r}, not a whole number"
             raise ConfigError(
-                f"environment: WORLD_SIZE is set but {name} is {text!r}; start multi-process"
+                f"environment: WORLD_SIZE is set but {name} is {found}; start multi-process"
                 " runs with torchrun, which sets RANK, WORLD_SIZE and LOCAL_RANK"
             )
         values[name] = int(text)
@@ -283,7 +284,8 @@ def session(config: TrainConfig) -> Iterator[Group]:
         return
     owned = not dist.is_initialized()
     if launch is None:  # the caller started a process group without torchrun's variables
-        launch = Launch(dist.get_rank(), dist.get_world_size(), dist.get_rank())
+        rank = dist.get_rank()
+        launch = Launch(rank, dist.get_world_size(), int(os.environ.get("LOCAL_RANK", rank)))
     device = _rank_device(device, launch)
     if owned:
         _start(BACKENDS[device.type], launch, config.dist_timeout, device)

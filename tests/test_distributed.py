@@ -85,8 +85,10 @@ def test_launch_is_read_from_torchruns_variables():
     assert launch_from_env({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}) is None
     env = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}
     assert launch_from_env(env) == Launch(rank=3, world_size=4, local_rank=1)
-    with pytest.raises(ConfigError, match="RANK is None; start multi-process runs with torchrun"):
+    with pytest.raises(ConfigError, match="but RANK is not set; start multi-process runs with"):
         launch_from_env({"WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+    with pytest.raises(ConfigError, match="LOCAL_RANK is 'x', not a whole number"):
+        launch_from_env({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x"})
     with pytest.raises(ConfigError, match="RANK 2 is outside 0..1"):
         launch_from_env({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"})
     assert BACKENDS == {"cpu": "gloo", "cuda": "nccl"}
