@@ -24,14 +24,16 @@ import torch
 from conftest import REPO, run_cli
 
 import pyrovae
-from pyrovae.config import Config
+from pyrovae.config import Config, TrainConfig
 from pyrovae.distributed import (
     BACKENDS,
+    DistributedError,
     ELBOLoss,
     Group,
     Launch,
     is_main_process,
     launch_from_env,
+    session,
 )
 from pyrovae.errors import ConfigError
 from pyrovae.estimators import meanfield
@@ -129,6 +131,32 @@ def test_an_empty_share_still_reaches_every_parameter():
 def test_the_timeout_must_be_positive():
     with pytest.raises(ConfigError, match=r"train.dist_timeout: must be > 0.0"):
         pyrovae.load_config(None, ["train.dist_timeout=0"])
+
+
+def test_a_launch_without_a_rendezvous_address_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with (
+        pytest.raises(ConfigError, match="MASTER_ADDR expected, but not set; launch with torchrun"),
+        session(TrainConfig(device="cpu")),
+    ):
+        pass
+
+
+def test_a_rank_that_never_joins_is_reported_after_the_timeout(monkeypatch):
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    config = pyrovae.load_config(None, ["train.device=cpu", "train.dist_timeout=2"])
+    with (
+        pytest.raises(DistributedError, match=r"rank 0 of 2: the other processes did not join"),
+        session(config.train),
+    ):
+        pass
+    assert not torch.distributed.is_initialized()
 
 
 # ------------------------------------------------------------ two processes
