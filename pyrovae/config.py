@@ -42,10 +42,11 @@ def _option(
     help: str,
     minimum: float | None = None,
     exclusive: bool = False,
+    maximum: float | None = None,
     **kwargs: Any,
 ) -> Any:
-    """A dataclass field with the help text and bound used by validation and the README."""
-    metadata = {"help": help, "min": minimum, "exclusive": exclusive}
+    """A dataclass field with the help text and bounds used by validation and the README."""
+    metadata = {"help": help, "min": minimum, "exclusive": exclusive, "max": maximum}
     if isinstance(default, Component):
         return field(default_factory=lambda: default, metadata={**metadata, **kwargs})
     return field(default=default, metadata={**metadata, **kwargs})
@@ -99,12 +100,18 @@ class ModelConfig:
 class TrainConfig:
     estimator: Component = _option(Component("meanfield"), "ELBO estimator", kind="estimator")
     epochs: int = _option(30, "passes over the training split", 1)
+    checkpoint_every: int = _option(
+        1, "epochs between checkpoints (the last epoch is always saved); resume starts there", 1
+    )
     batch_size: int = _option(100, "datapoints per step", 1)
     lr: float = _option(1e-3, "Adam learning rate", 0.0, exclusive=True)
     clip_norm: float = _option(0.0, "clip the gradient's global norm to this; 0: off", 0.0)
+    max_bad_steps: int = _option(
+        20, "stop after this many steps in a row with a non-finite loss or gradient", 1
+    )
     beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0)
     warmup_epochs: int = _option(0, "epochs of linear KL warm-up from 0 to beta", 0)
-    seed: int = _option(0, "seed of every random draw", 0)
+    seed: int = _option(0, "seed of every random draw", 0, maximum=2**32 - 1)
     device: str = _option("auto", "`cpu`, `cuda`, `cuda:N` or `auto`")
 
 
@@ -114,6 +121,17 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "model"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training"})
+
+    def __post_init__(self) -> None:
+        # The name becomes a folder under runs/: it must not be empty or climb out of it.
+        if (
+            not self.name.strip()
+            or self.name in (".", "..")
+            or any(c in self.name for c in "/\\\0")
+        ):
+            raise ConfigError(
+                f"name: {self.name!r} cannot name a run folder; use letters, digits, - or _"
+            )
 
     # ----------------------------------------------------------------- conversions
     @classmethod
@@ -243,6 +261,9 @@ def _parse_component(value: Any, kind: str, where: str) -> Component:
 
 
 def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
+    maximum = f.metadata.get("max")
+    if maximum is not None and isinstance(value, int | float) and value > maximum:
+        raise ConfigError(f"{where}: must be <= {maximum}, got {value!r}")
     minimum = f.metadata.get("min")
     if minimum is None or not isinstance(value, int | float):
         return

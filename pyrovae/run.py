@@ -19,6 +19,7 @@ __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
     "CHECKPOINT_FILE",
+    "BEST_FILE",
     "Run",
     "default_run_dir",
     "prepare_run_dir",
@@ -30,6 +31,7 @@ __all__ = [
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"  #: the checkpoint with the lowest validation loss so far
 
 
 @dataclass
@@ -102,13 +104,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_run(
-    directory: str | Path, device: str | torch.device = "cpu"
+    directory: str | Path, device: str | torch.device = "cpu", checkpoint: str = CHECKPOINT_FILE
 ) -> tuple[Config, VAE, dict[str, Any]]:
-    """The config, the model with its trained weights, and the raw checkpoint of a run."""
+    """The config, the model with its trained weights, and the raw checkpoint of a run.
+
+    ``checkpoint`` is ``CHECKPOINT_FILE`` (the last) or ``BEST_FILE`` (the best validation loss).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"run directory {str(directory)!r} does not exist")
-    payload = load_checkpoint(directory / CHECKPOINT_FILE, map_location=device)
+    payload = load_checkpoint(directory / checkpoint, map_location=device)
+    for key, kind in (("config", dict), ("x_shape", list), ("model", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"checkpoint {str(directory / checkpoint)!r} lacks {key!r}")
     try:
         config = Config.from_dict(payload["config"])
     except ConfigError as error:
@@ -128,6 +136,8 @@ def load_weights(vae: VAE, state: dict[str, torch.Tensor]) -> None:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(f"checkpoint does not match the model: {detail}")
     for key, tensor in state.items():
+        if not torch.is_tensor(tensor):
+            raise CheckpointError(f"checkpoint does not match the model: {key} is not a tensor")
         if own[key].shape != tensor.shape:
             raise CheckpointError(
                 f"checkpoint does not match the model: {key} has shape {tuple(tensor.shape)},"
