@@ -232,6 +232,8 @@ def _parse_section(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         if name not in raw:
             if hint is Component:  # defaults are resolved too, so the saved config is complete
                 values[name] = _parse_component(_default(f), f.metadata["kind"], where)
+            elif dataclasses.is_dataclass(hint):  # a missing section's components, likewise
+                values[name] = _parse_section(hint, {}, where + ".")
             continue
         value = raw[name]
         if hint is Component:

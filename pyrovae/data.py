@@ -143,6 +143,11 @@ def _as_float(x: torch.Tensor, split: str) -> torch.Tensor:
         )
     if len(x) == 0:
         raise DataError(f"data: the {split} split is empty")
+    if x[0].numel() == 0:
+        raise DataError(
+            f"data: the {split} split's datapoints are empty (shape {tuple(x.shape[1:])});"
+            " each needs at least one value"
+        )
     x = x.to(torch.float32)
     bad = ~torch.isfinite(x)
     if bad.any():

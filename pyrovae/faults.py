@@ -58,7 +58,8 @@ class StepGuard:
             what = "loss" if not torch.isfinite(loss.detach()) else "gradient"
             raise TrainingError(
                 f"{self.in_a_row} steps in a row had a non-finite loss or gradient (the last a"
-                f" {what} of {float(loss if what == 'loss' else norm)} at epoch {epoch}, step"
+                f" {what} of {float((loss if what == 'loss' else norm).detach())} at epoch {epoch},"
+                f" step"
                 f" {step}); the last checkpoint is intact: lower train.lr, set train.clip_norm,"
                 " or check the data and components"
             )

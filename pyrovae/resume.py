@@ -186,6 +186,7 @@ def open_resume(run_dir: str | Path, config: Config) -> ResumePoint:
         saved = _parse_config(payload["config"], directory / CHECKPOINT_FILE)
     else:
         saved = _saved_config(directory)
+    config = Config.from_dict(config.to_dict())  # every default filled in, as in the run
     changed = config_differences(saved.to_dict(), config.to_dict())
     refused = [k for k in changed if k not in RESUMABLE_KEYS]
     if refused:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from .checkpoint import save_checkpoint
 from .config import Config
 from .data import Splits, batch_slices, check_likelihood, load_splits
-from .errors import CheckpointError, ConfigError, TrainingError
+from .errors import CheckpointError, ConfigError, PyrovaeError, TrainingError
 from .evaluate import negative_elbo
 from .faults import StepGuard
 from .model import VAE, build_vae
@@ -172,7 +173,7 @@ class _Loop:
             batch = x_train[indices]
             self.vae.kl_weight = kl_weight(self.step, cfg.beta, self.warmup_steps)
             with pyro.validation_enabled(self.step == 0):
-                loss = self.loss_fn(batch) / len(batch)
+                loss = self._loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # A non-finite loss or gradient is skipped: it never reaches the parameters.
@@ -183,6 +184,23 @@ class _Loop:
             self.step += 1
             bar.update(1)
         return float(total) / counted if counted else math.nan
+
+    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """The loss per datapoint; Pyro's checks of the first step become one-line errors."""
+        try:
+            with warnings.catch_warnings():
+                # Pyro warns of every NaN loss; the guard counts them into the metrics instead.
+                warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+                return self.loss_fn(batch) / len(batch)
+        except PyrovaeError:
+            raise
+        except (ValueError, RuntimeError) as error:
+            if self.step > 0:
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise TrainingError(
+                f"the first training step failed Pyro's checks of the model and guide: {first}"
+            ) from error
 
     def checkpoint(self, epoch: int) -> dict[str, Any]:
         return {
