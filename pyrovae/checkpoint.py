@@ -74,6 +74,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():  # a malformed stream, not a refused callable
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} cannot be loaded safely (damaged, truncated or not a"
+                f" pyrovae checkpoint): {_unsafe_detail(error)}"
+            ) from None
         raise CheckpointError(
             f"checkpoint {str(path)!r} is refused: it holds objects other than tensors and plain"
             f" data, which could run code when loaded ({_unsafe_detail(error)})"
@@ -95,6 +100,6 @@ def _unsafe_detail(error: Exception) -> str:
     """The line of torch's weights-only refusal that names what was refused."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     for line in lines:
-        if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line:
+        if "global" in line.lower() or "unsupported" in line.lower():
             return line
     return lines[-1] if lines else type(error).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "BEST_FILE",
     "Run",
     "default_run_dir",
+    "check_output_location",
     "prepare_run_dir",
     "read_metrics",
     "load_run",
@@ -52,6 +54,20 @@ def default_run_dir(name: str) -> Path:
         n += 1
         candidate = base.with_name(f"{name}-{n}")
     return candidate
+
+
+def check_output_location(directory: Path) -> None:
+    """Create ``directory`` and write and remove a probe file in it: an unwritable or impossible
+    location is reported before any data is loaded. An empty folder may remain (it is reused)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write the run directory {str(directory)!r}: {error.strerror}; choose"
+            " another --out"
+        ) from None
 
 
 def prepare_run_dir(directory: Path, config: Config, overwrite: bool = False) -> Path:

@@ -34,6 +34,7 @@ from .run import (
     CHECKPOINT_FILE,
     Run,
     append_metrics,
+    check_output_location,
     default_run_dir,
     load_weights,
     prepare_run_dir,
@@ -73,6 +74,7 @@ def train(
     device = resolve_device(config.train.device)
     pyro.set_rng_seed(config.train.seed)
     directory = Path(out) if out is not None else default_run_dir(config.name)
+    check_output_location(directory)  # before the data: a bad --out is known at once
 
     splits = load_splits(config.data, device)
     vae = build_vae(config.model, splits.x_shape).to(device)
