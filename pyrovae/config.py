@@ -109,7 +109,7 @@ class TrainConfig:
     max_bad_steps: int = _option(
         20, "stop after this many steps in a row with a non-finite loss or gradient", 1
     )
-    beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0)
+    beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0, exclusive=True)
     warmup_epochs: int = _option(0, "epochs of linear KL warm-up from 0 to beta", 0)
     seed: int = _option(0, "seed of every random draw", 0, maximum=2**32 - 1)
     device: str = _option("auto", "`cpu`, `cuda`, `cuda:N` or `auto`")

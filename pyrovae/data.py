@@ -95,7 +95,7 @@ def load_splits(config: DataConfig, device: torch.device) -> Splits:
     train, valid = train[:-n_valid], train[-n_valid:]
     dynamic = config.binarize == "dynamic"
     if dynamic:
-        for x in (train, test):
+        for x in (train, valid, test):  # valid too: it is split off train above
             if x.min() < 0 or x.max() > 1:
                 raise DataError(
                     "data.binarize: 'dynamic' needs values in [0, 1] but the data spans"

@@ -84,8 +84,8 @@ def component_options(kind: str, name: str) -> dict[str, inspect.Parameter]:
 
 def resolve_options(kind: str, name: str, options: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Check ``options`` against the component's signature and return them with defaults filled."""
+    hints = _type_hints(lookup(kind, name, where))  # an unknown name's error names `where`
     params = component_options(kind, name)
-    hints = _type_hints(lookup(kind, name))
     resolved: dict[str, Any] = {}
     for key, value in options.items():
         if key not in params:
