@@ -31,7 +31,7 @@ import torch
 from .checkpoint import atomic_write_bytes, load_checkpoint
 from .config import Config, load_config
 from .errors import CheckpointError, ConfigError, PyrovaeError
-from .run import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, Run
+from .run import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, Run
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -97,6 +97,9 @@ class ResumePoint:
                 )
             metrics = self.payload["metrics"]
         lines = "".join(json.dumps(record) + "\n" for record in metrics)
+        for name in (CHECKPOINT_FILE, BEST_FILE, CONFIG_FILE, METRICS_FILE):
+            for stale in self.directory.glob(f".{name}.*.tmp"):  # a write the crash cut short
+                stale.unlink(missing_ok=True)
         try:
             atomic_write_bytes(
                 self.directory / CONFIG_FILE, lambda f: f.write(self.config.to_toml().encode())

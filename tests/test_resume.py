@@ -167,9 +167,12 @@ def test_metrics_past_the_checkpoint_are_dropped_and_trained_again(tmp_path):
     pyrovae.train(config.replace(["train.epochs=2"]), out=tmp_path / "part", quiet=True)
     with open(tmp_path / "part" / METRICS_FILE, "a") as handle:  # a stale line of epoch 3
         handle.write(json.dumps({**full.metrics[2], "valid_loss": -1.0}) + "\n")
+    stale = tmp_path / "part" / f".{CHECKPOINT_FILE}.x1y2z3.tmp"  # a write cut short
+    stale.write_bytes(b"half a checkpoint")
     resumed = pyrovae.train(config, resume=tmp_path / "part", quiet=True)
     assert without_time(read_metrics(tmp_path / "part")) == without_time(full.metrics)
     assert len(resumed.metrics) == 3
+    assert not stale.exists()
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
