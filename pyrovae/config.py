@@ -109,7 +109,7 @@ class TrainConfig:
     max_bad_steps: int = _option(
         20, "stop after this many steps in a row with a non-finite loss or gradient", 1
     )
-    beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0, exclusive=True)
+    beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0)
     warmup_epochs: int = _option(0, "epochs of linear KL warm-up from 0 to beta", 0)
     seed: int = _option(0, "seed of every random draw", 0, maximum=2**32 - 1)
     device: str = _option("auto", "`cpu`, `cuda`, `cuda:N` or `auto`")
@@ -183,6 +183,8 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             child = node.get(part)
             if isinstance(child, str) and _is_component_path(parents[: i + 1]):
                 child = {"name": child}  # a component given by name alone gains options
+            if child is None and _is_component_path(parents[: i + 1]):
+                child = _default_component(parents[: i + 1]).to_dict()  # a default's options
             if child is None:
                 child = {}
             if not isinstance(child, dict):
@@ -213,6 +215,14 @@ def _is_component_path(parts: list[str]) -> bool:
     return node is Component
 
 
+def _default_component(parts: list[str]) -> Component:
+    """The default of the component field at the dotted path ``parts`` (a component path)."""
+    node: Any = Config
+    for part in parts[:-1]:
+        node = typing.get_type_hints(node)[part]
+    return _default({f.name: f for f in dataclasses.fields(node)}[parts[-1]])
+
+
 def _deep_copy(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
 
@@ -232,7 +242,7 @@ def _parse_section(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         if name not in raw:
             if hint is Component:  # defaults are resolved too, so the saved config is complete
                 values[name] = _parse_component(_default(f), f.metadata["kind"], where)
-            elif dataclasses.is_dataclass(hint):  # a missing section's components, likewise
+            elif dataclasses.is_dataclass(hint):  # so are the components of an absent section
                 values[name] = _parse_section(hint, {}, where + ".")
             continue
         value = raw[name]

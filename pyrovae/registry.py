@@ -84,8 +84,9 @@ def component_options(kind: str, name: str) -> dict[str, inspect.Parameter]:
 
 def resolve_options(kind: str, name: str, options: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Check ``options`` against the component's signature and return them with defaults filled."""
-    hints = _type_hints(lookup(kind, name, where))  # an unknown name's error names `where`
+    lookup(kind, name, where)  # an unknown name is reported under the config key ``where``
     params = component_options(kind, name)
+    hints = _type_hints(lookup(kind, name))
     resolved: dict[str, Any] = {}
     for key, value in options.items():
         if key not in params:
@@ -111,7 +112,11 @@ def build(kind: str, name: str, options: Mapping[str, Any], where: str, **contex
     resolved = resolve_options(kind, name, options, where)
     params = inspect.signature(factory).parameters
     wanted = {k: v for k, v in context.items() if k in params}
-    return factory(**resolved, **wanted)
+    try:
+        return factory(**resolved, **wanted)
+    except ConfigError as error:  # a component's own check of its options: name the config key
+        message = str(error)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def check_type(value: Any, hint: Any, where: str) -> Any:
