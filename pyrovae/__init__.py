@@ -17,6 +17,7 @@ from .data import Dataset, load_splits
 from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, TrainingError
 from .model import LATENT, OBSERVED, VAE, build_vae
 from .registry import register, registered
+from .resume import resume
 from .run import Run, load_run
 from .train import train
 
@@ -42,6 +43,7 @@ __all__ = [
     "registered",
     "Run",
     "load_run",
+    "resume",
     "train",
 ]  # noqa: E402 (imports follow the setting above)
 

@@ -65,13 +65,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import is_main_process
     from .train import train
 
-    run = train(_load(args), out=args.out, quiet=args.quiet, overwrite=args.overwrite)
+    if args.resume is not None:
+        from .resume import resume_config
+
+        if args.overwrite:
+            raise PyrovaeError("--resume goes on with a run, --overwrite replaces it: choose one")
+        config = resume_config(args.resume, args.config, _overrides(args))
+    else:
+        config = _load(args)
+    run = train(
+        config, out=args.out, quiet=args.quiet, overwrite=args.overwrite, resume=args.resume
+    )
     if not is_main_process():  # under torchrun, rank 0 alone reports
         return 0
     last = run.metrics[-1]
+    skipped = sum(m.get("skipped_steps", 0) for m in run.metrics)
+    note = f" ({skipped} steps skipped: non-finite loss or gradient)" if skipped else ""
     print(
         f"trained {run.config.name}: valid_loss {last['valid_loss']:.3f} nats after"
-        f" {last['epoch']} epochs; results in {run.directory}"
+        f" {last['epoch']} epochs{note}; results in {run.directory}"
     )
     return 0
 
@@ -117,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="DIR", help="run directory (default: runs/<name>)")
     train.add_argument("--overwrite", action="store_true", help="replace a run in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="go on with the run in RUN_DIR from its last checkpoint (train.epochs=N extends it)",
+    )
     train.set_defaults(handler=cmd_train)
 
     sample = commands.add_parser("sample", help="write a grid of new samples from a run")

@@ -42,10 +42,11 @@ def _option(
     help: str,
     minimum: float | None = None,
     exclusive: bool = False,
+    maximum: float | None = None,
     **kwargs: Any,
 ) -> Any:
-    """A dataclass field with the help text and bound used by validation and the README."""
-    metadata = {"help": help, "min": minimum, "exclusive": exclusive}
+    """A dataclass field with the help text and bounds used by validation and the README."""
+    metadata = {"help": help, "min": minimum, "exclusive": exclusive, "max": maximum}
     if isinstance(default, Component):
         return field(default_factory=lambda: default, metadata={**metadata, **kwargs})
     return field(default=default, metadata={**metadata, **kwargs})
@@ -99,12 +100,18 @@ class ModelConfig:
 class TrainConfig:
     estimator: Component = _option(Component("meanfield"), "ELBO estimator", kind="estimator")
     epochs: int = _option(30, "passes over the training split", 1)
+    checkpoint_every: int = _option(
+        1, "epochs between checkpoints (the last epoch is always saved); resume starts there", 1
+    )
     batch_size: int = _option(100, "datapoints per step", 1)
     lr: float = _option(1e-3, "Adam learning rate", 0.0, exclusive=True)
     clip_norm: float = _option(0.0, "clip the gradient's global norm to this; 0: off", 0.0)
+    max_bad_steps: int = _option(
+        20, "stop after this many steps in a row with a non-finite loss or gradient", 1
+    )
     beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0)
     warmup_epochs: int = _option(0, "epochs of linear KL warm-up from 0 to beta", 0)
-    seed: int = _option(0, "seed of every random draw", 0)
+    seed: int = _option(0, "seed of every random draw", 0, maximum=2**32 - 1)
     dist_timeout: float = _option(
         600.0,
         "seconds a process of a torchrun run waits for the others before stopping with an error",
@@ -120,6 +127,17 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "model"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training"})
+
+    def __post_init__(self) -> None:
+        # The name becomes a folder under runs/: it must not be empty or climb out of it.
+        if (
+            not self.name.strip()
+            or self.name in (".", "..")
+            or any(c in self.name for c in "/\\\0")
+        ):
+            raise ConfigError(
+                f"name: {self.name!r} cannot name a run folder; use letters, digits, - or _"
+            )
 
     # ----------------------------------------------------------------- conversions
     @classmethod
@@ -171,6 +189,8 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             child = node.get(part)
             if isinstance(child, str) and _is_component_path(parents[: i + 1]):
                 child = {"name": child}  # a component given by name alone gains options
+            if child is None and _is_component_path(parents[: i + 1]):
+                child = _default_component(parents[: i + 1]).to_dict()  # a default's options
             if child is None:
                 child = {}
             if not isinstance(child, dict):
@@ -201,6 +221,14 @@ def _is_component_path(parts: list[str]) -> bool:
     return node is Component
 
 
+def _default_component(parts: list[str]) -> Component:
+    """The default of the component field at the dotted path ``parts`` (a component path)."""
+    node: Any = Config
+    for part in parts[:-1]:
+        node = typing.get_type_hints(node)[part]
+    return _default({f.name: f for f in dataclasses.fields(node)}[parts[-1]])
+
+
 def _deep_copy(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
 
@@ -220,6 +248,8 @@ def _parse_section(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         if name not in raw:
             if hint is Component:  # defaults are resolved too, so the saved config is complete
                 values[name] = _parse_component(_default(f), f.metadata["kind"], where)
+            elif dataclasses.is_dataclass(hint):  # so are the components of an absent section
+                values[name] = _parse_section(hint, {}, where + ".")
             continue
         value = raw[name]
         if hint is Component:
@@ -249,6 +279,9 @@ def _parse_component(value: Any, kind: str, where: str) -> Component:
 
 
 def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
+    maximum = f.metadata.get("max")
+    if maximum is not None and isinstance(value, int | float) and value > maximum:
+        raise ConfigError(f"{where}: must be <= {maximum}, got {value!r}")
     minimum = f.metadata.get("min")
     if minimum is None or not isinstance(value, int | float):
         return

@@ -95,7 +95,7 @@ def load_splits(config: DataConfig, device: torch.device) -> Splits:
     train, valid = train[:-n_valid], train[-n_valid:]
     dynamic = config.binarize == "dynamic"
     if dynamic:
-        for x in (train, test):
+        for x in (train, valid, test):  # valid too: it is split off train above
             if x.min() < 0 or x.max() > 1:
                 raise DataError(
                     "data.binarize: 'dynamic' needs values in [0, 1] but the data spans"
@@ -143,6 +143,11 @@ def _as_float(x: torch.Tensor, split: str) -> torch.Tensor:
         )
     if len(x) == 0:
         raise DataError(f"data: the {split} split is empty")
+    if x[0].numel() == 0:
+        raise DataError(
+            f"data: the {split} split's datapoints are empty (shape {tuple(x.shape[1:])});"
+            " each needs at least one value"
+        )
     x = x.to(torch.float32)
     bad = ~torch.isfinite(x)
     if bad.any():

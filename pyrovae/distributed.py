@@ -16,15 +16,19 @@ How a run is split (the README's "Several processes" section says the same):
   exactly the batches a single process would see.
 - Dynamic binarization draws the whole epoch from that shared stream too: the images of a rank's
   share are disjoint draws, and the epoch's data equal a single process's whatever the number of
-  ranks. Pyro's own draws (z and the particles) come from torch's global generator, seeded with
-  ``train.seed + rank``: every rank draws different noise.
+  ranks. Pyro's own draws (z and the particles) come from torch's global generator: rank 0
+  keeps a single process's stream, rank r > 0 is reseeded with ``train.seed + r``, so every
+  rank draws different noise.
 - Each rank's loss is its share's summed negative ELBO times ``world_size / len(batch)``: DDP
   averages gradients over ranks, so the step is the gradient of the mean over the global batch,
   the same as one process on that batch, even when the shares differ in size by one.
+- A step whose loss or gradient is not finite on some rank is skipped by every rank
+  (``faults.StepGuard`` decides with ``Group.all_finite``), so the ranks never diverge.
 - Epoch metrics are sums over ranks (``all_reduce``) divided by global counts; validation is
-  split across ranks the same way. Rank 0 alone writes the run directory, the metrics and the
-  checkpoint, which holds the plain ``VAE`` state dict: a run trained on N processes is loaded,
-  evaluated or resumed by one.
+  split across ranks the same way. Rank 0 alone writes the run directory, the metrics, the
+  checkpoints and the pictures (``Group.on_main``: its errors are raised on every rank). The
+  checkpoint holds the plain ``VAE`` state dict and rank 0's generators: a run trained on N
+  processes is loaded, evaluated or resumed by any number (``resume`` says what is bit-exact).
 - A collective that waits longer than ``train.dist_timeout`` seconds (a rank died or hangs)
   fails, and pyrovae stops with a ``DistributedError`` instead of hanging.
 """
@@ -164,9 +168,10 @@ class Group:
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
         return total
 
-    def all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every rank, so that all ranks stop or go on together."""
-        bad = (~torch.isfinite(loss.detach())).to(torch.float32)
+    def all_finite(self, values: torch.Tensor) -> bool:
+        """Whether ``values`` are finite on every rank (one ``all_reduce``), so that all ranks
+        skip a step or take it together."""
+        bad = (~torch.isfinite(values.detach())).any().to(torch.float32)
         return not bool(self.sum(bad) > 0)
 
     def mean(self, fn: Callable[[torch.Tensor], float], x: torch.Tensor) -> float:
@@ -190,9 +195,11 @@ class Group:
         return self.world_size / global_batch
 
     def seed_sampling(self, seed: int) -> None:
-        """Seed torch's global generator (Pyro's draws) with ``seed + rank`` on every rank."""
-        if self.distributed:
-            pyro.set_rng_seed(seed + self.rank)
+        """Seed torch's global generator (Pyro's draws) with ``seed + rank`` on every rank but
+        rank 0, whose stream is the one a single process would draw (and the one checkpoints
+        hold). Wraps below 2**32, the range NumPy's seed (also set here) accepts."""
+        if self.rank > 0:
+            pyro.set_rng_seed((seed + self.rank) % 2**32)
 
     def on_main(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on rank 0 alone and give its result to every rank; a ``PyrovaeError``

@@ -50,14 +50,21 @@ class VAE(PyroModule):
     def model(self, x: torch.Tensor) -> None:
         """p(z) p(x|z) for a batch ``x`` of shape ``(batch, *x_shape)``."""
         with pyro.plate(DATA_PLATE, x.shape[0]):
-            with poutine.scale(scale=self.kl_weight):
+            with self._latent_weight():
                 z = pyro.sample(LATENT, self.prior())  # ([particles,] batch, latent_dim)
             pyro.sample(OBSERVED, self.decode(z), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
         """q(z|x) for a batch ``x`` of shape ``(batch, *x_shape)``."""
-        with pyro.plate(DATA_PLATE, x.shape[0]), poutine.scale(scale=self.kl_weight):
+        with pyro.plate(DATA_PLATE, x.shape[0]), self._latent_weight():
             pyro.sample(LATENT, self.encode(x))
+
+    def _latent_weight(self) -> poutine.messenger.Messenger:
+        """``poutine.scale`` by ``kl_weight``; a weight of 0 masks the latent terms out instead
+        (``poutine.scale`` refuses 0), leaving the reconstruction term alone."""
+        if self.kl_weight == 0:
+            return poutine.mask(mask=False)
+        return poutine.scale(scale=self.kl_weight)
 
     def encode(self, x: torch.Tensor) -> dist.TorchDistribution:
         """q(z|x), batched over the leading dimensions of ``x``."""

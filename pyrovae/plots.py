@@ -8,6 +8,9 @@ from pathlib import Path
 
 import torch
 
+#: Images narrower than this are enlarged by an integer factor so a grid is legible.
+MIN_SIDE = 28
+
 __all__ = ["as_images", "save_grid", "save_samples", "save_reconstructions", "save_learning_curves"]
 
 
@@ -31,6 +34,9 @@ def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8) -> bool:
     images = as_images(x.detach().float().cpu().clamp(0, 1))
     if images is None:
         return False
+    zoom = max(1, MIN_SIDE // images.shape[-1])  # small images (8x8 digits) are enlarged
+    if zoom > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=zoom, mode="nearest")
     save_image(images, str(path), nrow=nrow, padding=2, pad_value=0.5)
     return True
 

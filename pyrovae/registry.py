@@ -18,6 +18,7 @@ Register your own component and select it by name from a config file::
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -83,6 +84,7 @@ def component_options(kind: str, name: str) -> dict[str, inspect.Parameter]:
 
 def resolve_options(kind: str, name: str, options: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Check ``options`` against the component's signature and return them with defaults filled."""
+    lookup(kind, name, where)  # an unknown name is reported under the config key ``where``
     params = component_options(kind, name)
     hints = _type_hints(lookup(kind, name))
     resolved: dict[str, Any] = {}
@@ -110,7 +112,11 @@ def build(kind: str, name: str, options: Mapping[str, Any], where: str, **contex
     resolved = resolve_options(kind, name, options, where)
     params = inspect.signature(factory).parameters
     wanted = {k: v for k, v in context.items() if k in params}
-    return factory(**resolved, **wanted)
+    try:
+        return factory(**resolved, **wanted)
+    except ConfigError as error:  # a component's own check of its options: name the config key
+        message = str(error)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def check_type(value: Any, hint: Any, where: str) -> Any:
@@ -146,7 +152,10 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+        if not math.isfinite(number):  # TOML has nan and inf literals: no option means them
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")

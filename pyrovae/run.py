@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
     "CHECKPOINT_FILE",
+    "BEST_FILE",
     "Run",
     "default_run_dir",
+    "check_output_location",
     "prepare_run_dir",
     "read_metrics",
     "load_run",
@@ -30,6 +33,7 @@ __all__ = [
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"  #: the checkpoint with the lowest validation loss so far
 
 
 @dataclass
@@ -50,6 +54,20 @@ def default_run_dir(name: str) -> Path:
         n += 1
         candidate = base.with_name(f"{name}-{n}")
     return candidate
+
+
+def check_output_location(directory: Path) -> None:
+    """Create ``directory`` and write and remove a probe file in it: an unwritable or impossible
+    location is reported before any data is loaded. An empty folder may remain (it is reused)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write the run directory {str(directory)!r}: {error.strerror}; choose"
+            " another --out"
+        ) from None
 
 
 def prepare_run_dir(directory: Path, config: Config, overwrite: bool = False) -> Path:
@@ -102,13 +120,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_run(
-    directory: str | Path, device: str | torch.device = "cpu"
+    directory: str | Path, device: str | torch.device = "cpu", checkpoint: str = CHECKPOINT_FILE
 ) -> tuple[Config, VAE, dict[str, Any]]:
-    """The config, the model with its trained weights, and the raw checkpoint of a run."""
+    """The config, the model with its trained weights, and the raw checkpoint of a run.
+
+    ``checkpoint`` is ``CHECKPOINT_FILE`` (the last) or ``BEST_FILE`` (the best validation loss).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"run directory {str(directory)!r} does not exist")
-    payload = load_checkpoint(directory / CHECKPOINT_FILE, map_location=device)
+    payload = load_checkpoint(directory / checkpoint, map_location=device)
+    for key, kind in (("config", dict), ("x_shape", list), ("model", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"checkpoint {str(directory / checkpoint)!r} lacks {key!r}")
     try:
         config = Config.from_dict(payload["config"])
     except ConfigError as error:
@@ -128,6 +152,8 @@ def load_weights(vae: VAE, state: dict[str, torch.Tensor]) -> None:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(f"checkpoint does not match the model: {detail}")
     for key, tensor in state.items():
+        if not torch.is_tensor(tensor):
+            raise CheckpointError(f"checkpoint does not match the model: {key} is not a tensor")
         if own[key].shape != tensor.shape:
             raise CheckpointError(
                 f"checkpoint does not match the model: {key} has shape {tuple(tensor.shape)},"

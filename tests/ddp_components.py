@@ -7,6 +7,9 @@ so the README's component table stays as it is.
   data order and binarization, which is how two processes are compared with one.
 - network ``ddp_faulty_mlp``: an MLP whose process, when it is rank ``fail_rank``, exits
   abruptly (``os._exit``) or hangs at its ``fail_at``-th call: a rank that dies or stalls.
+- likelihood ``ddp_rank_nan``: Bernoulli pixels; on rank ``rank``'s training calls ``calls``
+  (counted from 0, one per step) the model gains a NaN factor: that rank's loss is NaN while
+  every gradient stays finite, so only a collective verdict makes all ranks skip the step.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 import os
 import time
 
+import pyro
 import torch
 from pyro import distributions as dist
 
 from pyrovae import register
 from pyrovae.guides import VariationalFamily
+from pyrovae.likelihoods import Bernoulli
 from pyrovae.nets import MLP
 
 
@@ -60,3 +65,24 @@ class FaultyMLP(MLP):
                 os._exit(3)
             time.sleep(3600)
         return super().forward(x)
+
+
+@register("likelihood", "ddp_rank_nan")
+class RankNaN(Bernoulli):
+    """Bernoulli pixels, with a NaN (constant) factor on rank ``rank``'s training ``calls``."""
+
+    def __init__(
+        self, x_shape: tuple[int, ...], rank: int = 1, calls: tuple[int, ...] = ()
+    ) -> None:
+        super().__init__(x_shape)
+        self.poisoned = int(os.environ.get("RANK", "0")) == rank
+        self.calls = set(calls)
+        self.count = 0
+
+    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
+        if self.training:
+            if self.poisoned and self.count in self.calls:
+                # log p gains a NaN that depends on no parameter: the gradient stays finite
+                pyro.factor("ddp_nan", torch.tensor(torch.nan, device=params.device))
+            self.count += 1
+        return super().forward(params)

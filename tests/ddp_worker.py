@@ -3,7 +3,7 @@
 ``python tests/ddp_worker.py OUT KEY=VALUE ...`` opens a ``pyrovae.distributed.session`` (one
 process, or a torchrun rank), writes the gradient of one step on the first 99 validation (binary)
 datapoints, then trains with ``pyrovae.train`` inside that session and writes the trained
-parameters and per-epoch training losses: ``OUT/<RANK or single>.pt``. The run directory is
+parameters and per-epoch losses and skipped steps: ``OUT/<RANK or single>.pt``. The run directory is
 ``OUT/run``. The test-only components of ``ddp_components`` are registered here.
 """
 
@@ -39,5 +39,6 @@ with session(config.train) as group:
         "params": {k: v.cpu() for k, v in run.model.state_dict().items()},
         "train_loss": [m["train_loss"] for m in run.metrics],
         "valid_loss": [m["valid_loss"] for m in run.metrics],
+        "skipped_steps": [m["skipped_steps"] for m in run.metrics],
     }
     torch.save(result, out / f"{os.environ.get('RANK', 'single')}.pt")
