@@ -25,6 +25,7 @@ from PIL import Image
 
 import pyrovae
 from pyrovae.data import load_splits
+from pyrovae.plots import MIN_SIDE
 from pyrovae.reference import config_reference
 
 DIGITS = str(REPO / "examples" / "configs" / "digits.toml")
@@ -67,8 +68,9 @@ def test_sample_writes_a_grid_of_new_samples(cli_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"wrote 16 samples to {out / 'samples-new.png'}" in result.stdout
     assert_png(out / "samples-new.png")
-    with Image.open(out / "samples-new.png") as image:  # 2 rows of 8 digits, 2 pixels apart
-        assert image.size == (8 * 10 + 2, 2 * 10 + 2)
+    side = 8 * (MIN_SIDE // 8) + 2  # 8x8 digits enlarged to at least MIN_SIDE, 2 pixels apart
+    with Image.open(out / "samples-new.png") as image:  # 2 rows of 8 digits
+        assert image.size == (8 * side + 2, 2 * side + 2)
 
 
 def test_config_prints_the_reference_and_the_resolved_config():
