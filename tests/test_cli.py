@@ -211,3 +211,17 @@ def test_mnist_example_trains_an_epoch_from_the_command_line(mnist_dir, tmp_path
     assert record["valid_loss"] < 200, record
     config = pyrovae.load_config(out / "config.toml")
     assert config.model.encoder.options["hidden"] == (400,) and config.model.latent_dim == 50
+
+
+def test_overrides_may_follow_options_and_unknown_arguments_are_refused():
+    resolved = run_cli(
+        "config", "--name", "n", "train.epochs=3", "--device", "cpu", "model.latent_dim=4"
+    )
+    assert resolved.returncode == 0, resolved.stderr
+    expected = pyrovae.load_config(
+        None, ["name=n", "train.epochs=3", "train.device=cpu", "model.latent_dim=4"]
+    )
+    assert resolved.stdout == expected.to_toml()
+    refused = run_cli("config", "--bogus", "train.epochs=3")
+    assert refused.returncode == 2
+    assert "unrecognized arguments: --bogus" in refused.stderr
