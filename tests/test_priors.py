@@ -78,6 +78,18 @@ def test_flow_prior_density_is_the_change_of_variables(transform, float64):
         torch.testing.assert_close(d.log_prob(z.clone()), expected, atol=1e-8, rtol=0)
 
 
+@pytest.mark.parametrize("transform", sorted(FLOW_TRANSFORMS))
+def test_flow_prior_samples_and_scores_under_plates(transform):
+    prior = FlowPrior(latent_dim=3, transform=transform, steps=2)
+    d = prior().expand((2, 5))  # (particles, batch), as the data and particle plates expand it
+    z = d.sample()
+    assert z.shape == (2, 5, 3)
+    log_p = d.log_prob(z.clone())
+    assert log_p.shape == (2, 5) and torch.isfinite(log_p).all()
+    # the same density point by point: the plates only broadcast
+    torch.testing.assert_close(log_p[1, 2], prior().log_prob(z[1, 2].clone()), atol=ATOL, rtol=0)
+
+
 def test_flow_prior_refuses_bad_options():
     with pytest.raises(ConfigError, match="latent_dim >= 2"):
         FlowPrior(latent_dim=1, transform="affine_coupling")
