@@ -172,7 +172,14 @@ def load_plugins(plugins: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyrovae`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may come after options (``--out DIR train.epochs=3``).
+    unknown = [item for item in extra if "=" not in item or item.startswith("-")]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         load_plugins(args.plugin)

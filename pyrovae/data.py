@@ -185,9 +185,14 @@ def digits(config: DataConfig) -> Dataset:
     return Dataset(train=images[n_test:], test=images[:n_test])
 
 
-def _torchvision(dataset_class: type, config: DataConfig) -> Dataset:
+def _torchvision(
+    dataset_class: type, config: DataConfig, subfolder: str | None = None, rgb: bool = False
+) -> Dataset:
+    """A torchvision dataset read from (or downloaded to) the data root. ``subfolder`` names
+    the folder torchvision keeps it in (default ``<Class>/raw``); ``rgb`` images are stored
+    ``(N, H, W, 3)`` and become ``(N, 3, H, W)``, grey ones gain a channel dimension."""
     root = data_root(config)
-    folder = root / dataset_class.__name__ / "raw"
+    folder = root / (subfolder or f"{dataset_class.__name__}/raw")
     try:
         splits = [dataset_class(str(root), train=t, download=False) for t in (True, False)]
     except RuntimeError:
@@ -197,7 +202,8 @@ def _torchvision(dataset_class: type, config: DataConfig) -> Dataset:
                 " holding that subfolder), set PYROVAE_DATA_DIR, or set data.download = true"
             ) from None
         splits = _download(dataset_class, root, folder)
-    images = [torch.as_tensor(s.data).to(torch.float32).div(255.0).unsqueeze(1) for s in splits]
+    images = [torch.as_tensor(s.data).to(torch.float32).div(255.0) for s in splits]
+    images = [x.permute(0, 3, 1, 2) if rgb else x.unsqueeze(1) for x in images]
     return Dataset(train=images[0], test=images[1])
 
 
@@ -238,6 +244,15 @@ def kmnist(config: DataConfig) -> Dataset:
     from torchvision.datasets import KMNIST
 
     return _torchvision(KMNIST, config)
+
+
+@register("dataset", "cifar10")
+def cifar10(config: DataConfig) -> Dataset:
+    """CIFAR-10 (50,000 train, 10,000 test 32x32 colour images, scaled to [0, 1]) through
+    torchvision; set data.binarize = "none"."""
+    from torchvision.datasets import CIFAR10
+
+    return _torchvision(CIFAR10, config, subfolder=CIFAR10.base_folder, rgb=True)
 
 
 @register("dataset", "file")

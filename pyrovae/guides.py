@@ -10,16 +10,23 @@ import torch
 import torch.nn.functional as F
 from pyro import distributions as dist
 from pyro.nn import PyroModule
+from torch.distributions.utils import vec_to_tril_matrix
 
+from . import kl  # noqa: F401  (registers KL(MVN || diagonal normal) for TraceMeanField_ELBO)
 from .registry import register
 
-__all__ = ["VariationalFamily", "DiagonalNormal"]
+__all__ = ["VariationalFamily", "DiagonalNormal", "FullNormal"]
 
 
 class VariationalFamily(PyroModule):
-    """Base class: set ``param_shape`` and implement ``forward(params) -> Distribution``."""
+    """Base class: set ``param_shape`` and implement ``forward(params) -> Distribution``.
+
+    ``scores_any_point`` says whether ``log_prob`` works at any z, not only at the family's own
+    samples (flows without an inverse score only their cached samples); the VampPrior needs it.
+    """
 
     param_shape: tuple[int, ...]
+    scores_any_point: bool = True
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -27,6 +34,10 @@ class VariationalFamily(PyroModule):
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
+
+    def point(self, params: torch.Tensor) -> torch.Tensor:
+        """A representative z for reconstructions: the mean of q(z|x) unless overridden."""
+        return self(params).mean
 
 
 @register("guide", "diagonal_normal")
@@ -41,3 +52,25 @@ class DiagonalNormal(VariationalFamily):
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         loc, raw_scale = params.split(self.latent_dim, dim=-1)
         return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
+
+
+@register("guide", "full_normal")
+class FullNormal(VariationalFamily):
+    """N(mu(x), L(x) L(x)^T): a full-covariance Gaussian whose Cholesky factor L comes from the
+    encoder (diagonal softplus(raw) + ``min_scale``, free strictly-lower part).
+
+    The encoder outputs D means, D raw diagonal entries and D (D - 1) / 2 off-diagonal entries.
+    """
+
+    def __init__(self, latent_dim: int, min_scale: float = 1e-4) -> None:
+        super().__init__(latent_dim)
+        self.param_shape = (2 * latent_dim + latent_dim * (latent_dim - 1) // 2,)
+        self.min_scale = min_scale
+
+    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
+        d = self.latent_dim
+        loc, raw_diag, lower = params.split([d, d, d * (d - 1) // 2], dim=-1)
+        scale_tril = vec_to_tril_matrix(lower, diag=-1) + torch.diag_embed(
+            F.softplus(raw_diag) + self.min_scale
+        )
+        return dist.MultivariateNormal(loc, scale_tril=scale_tril)

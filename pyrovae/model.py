@@ -82,19 +82,20 @@ class VAE(PyroModule):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The likelihood's mean at the posterior mean of z: ``(batch, *x_shape)``."""
-        return self.decode(self.encode(x).mean).mean
+        """The likelihood's mean at the guide's point for z (its mean, or for a flow the base
+        mean pushed through the flow): ``(batch, *x_shape)``."""
+        return self.decode(self.posterior.point(self.encoder(x))).mean
 
 
 def build_vae(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
-    """Build every component named in ``config`` for data of shape ``x_shape``."""
+    """Build every component named in ``config`` for data of shape ``x_shape``.
+
+    The variational family and the encoder come first: a prior may ask for them by name
+    (``guide``, ``encoder``), as the VampPrior does.
+    """
     latent_dim = config.latent_dim
     ctx = {"latent_dim": latent_dim, "x_shape": tuple(x_shape)}
-    prior = build("prior", config.prior.name, config.prior.options, "model.prior", **ctx)
     posterior = build("guide", config.guide.name, config.guide.options, "model.guide", **ctx)
-    likelihood = build(
-        "likelihood", config.likelihood.name, config.likelihood.options, "model.likelihood", **ctx
-    )
     encoder = build(
         "network",
         config.encoder.name,
@@ -102,6 +103,18 @@ def build_vae(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
         "model.encoder",
         in_shape=tuple(x_shape),
         out_shape=tuple(posterior.param_shape),
+    )
+    prior = build(
+        "prior",
+        config.prior.name,
+        config.prior.options,
+        "model.prior",
+        encoder=encoder,
+        guide=posterior,
+        **ctx,
+    )
+    likelihood = build(
+        "likelihood", config.likelihood.name, config.likelihood.options, "model.likelihood", **ctx
     )
     decoder = build(
         "network",

@@ -13,7 +13,7 @@ from pyro.nn import PyroModule, PyroParam
 
 from .registry import register
 
-__all__ = ["Prior", "StandardNormal", "LearnedNormal"]
+__all__ = ["Prior", "StandardNormal", "LearnedNormal", "MixturePrior"]
 
 
 class Prior(PyroModule):
@@ -51,3 +51,37 @@ class LearnedNormal(Prior):
 
     def forward(self) -> dist.TorchDistribution:
         return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+@register("prior", "mixture")
+class MixturePrior(Prior):
+    """A learned mixture of ``components`` diagonal Gaussians (``MixtureSameFamily``).
+
+    Means start at N(0, ``init_spread``^2) draws so the components differ, scales at one,
+    weights equal; ``learn_weights = false`` keeps the weights equal.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        components: int = 10,
+        init_spread: float = 1.0,
+        learn_weights: bool = True,
+    ) -> None:
+        super().__init__(latent_dim)
+        if components < 1:
+            from .errors import ConfigError
+
+            raise ConfigError(f"mixture: components must be >= 1, got {components}")
+        self.loc = PyroParam(init_spread * torch.randn(components, latent_dim))
+        self.scale = PyroParam(torch.ones(components, latent_dim), constraint=constraints.positive)
+        logits = torch.zeros(components)
+        if learn_weights:
+            self.logits = PyroParam(logits)
+        else:
+            self.register_buffer("logits", logits)
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits), dist.Normal(self.loc, self.scale).to_event(1)
+        )

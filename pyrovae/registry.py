@@ -188,4 +188,15 @@ def _load_builtins() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    from . import data, estimators, guides, likelihoods, nets, priors  # noqa: F401
+    from . import (  # noqa: F401
+        conv,
+        data,
+        estimators,
+        flow_guides,
+        flow_prior,
+        guides,
+        likelihoods,
+        nets,
+        priors,
+        vamp,
+    )

@@ -45,3 +45,13 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def digits_batch():
+    """32 dynamically binarized 8x8 digits, shape (32, 1, 8, 8), from a fixed seed."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    x = torch.as_tensor(load_digits().images[:32], dtype=torch.float32).div(16.0).unsqueeze(1)
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(0))

@@ -25,6 +25,7 @@ from PIL import Image
 
 import pyrovae
 from pyrovae.data import load_splits
+from pyrovae.plots import MIN_SIDE
 from pyrovae.reference import config_reference
 
 DIGITS = str(REPO / "examples" / "configs" / "digits.toml")
@@ -67,8 +68,9 @@ def test_sample_writes_a_grid_of_new_samples(cli_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"wrote 16 samples to {out / 'samples-new.png'}" in result.stdout
     assert_png(out / "samples-new.png")
-    with Image.open(out / "samples-new.png") as image:  # 2 rows of 8 digits, 2 pixels apart
-        assert image.size == (8 * 10 + 2, 2 * 10 + 2)
+    side = 8 * (MIN_SIDE // 8) + 2  # 8x8 digits enlarged to at least MIN_SIDE, 2 pixels apart
+    with Image.open(out / "samples-new.png") as image:  # 2 rows of 8 digits
+        assert image.size == (8 * side + 2, 2 * side + 2)
 
 
 def test_config_prints_the_reference_and_the_resolved_config():
@@ -209,3 +211,17 @@ def test_mnist_example_trains_an_epoch_from_the_command_line(mnist_dir, tmp_path
     assert record["valid_loss"] < 200, record
     config = pyrovae.load_config(out / "config.toml")
     assert config.model.encoder.options["hidden"] == (400,) and config.model.latent_dim == 50
+
+
+def test_overrides_may_follow_options_and_unknown_arguments_are_refused():
+    resolved = run_cli(
+        "config", "--name", "n", "train.epochs=3", "--device", "cpu", "model.latent_dim=4"
+    )
+    assert resolved.returncode == 0, resolved.stderr
+    expected = pyrovae.load_config(
+        None, ["name=n", "train.epochs=3", "train.device=cpu", "model.latent_dim=4"]
+    )
+    assert resolved.stdout == expected.to_toml()
+    refused = run_cli("config", "--bogus", "train.epochs=3")
+    assert refused.returncode == 2
+    assert "unrecognized arguments: --bogus" in refused.stderr
