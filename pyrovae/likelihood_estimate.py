@@ -120,6 +120,7 @@ def _block(
             mean = _posterior_mean(guide_trace, count)
         if analytic_kl is False:
             kl_sum += _monte_carlo_kl(model_trace, guide_trace, count).sum(0)
+        del model_trace, guide_trace, log_w  # free this pass's activations before the next
     log_likelihood = log_sum - math.log(particles)
     kl = kl_sum / particles if analytic_kl is False else analytic_kl
     return log_likelihood, reconstruction / particles, kl, mean, analytic_kl is not False
