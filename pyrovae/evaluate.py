@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +80,12 @@ class Evaluation:
     latent_dim: int
     datapoints: int
     seconds: float
+    #: log p(x) estimate of each datapoint, in order (not in ``to_dict``): for paired comparisons.
+    log_likelihoods: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The summary numbers (every field but ``log_likelihoods``)."""
+        return {k: v for k, v in asdict(self).items() if k != "log_likelihoods"}
 
     def summary(self) -> str:
         return "\n".join(
@@ -148,6 +151,7 @@ def evaluate_model(
         latent_dim=estimate.posterior_mean.shape[1],
         datapoints=n,
         seconds=time.perf_counter() - started,
+        log_likelihoods=tuple(estimate.log_likelihood.tolist()),
     )
 
 

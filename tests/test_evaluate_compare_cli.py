@@ -87,6 +87,14 @@ def test_compare_trains_evaluates_and_tabulates_two_variants(tmp_path):
         cell = line.split("|")[5]  # "| variant | estimator | epochs | -ELBO | -log p(x) |"
         assert -float(row["log_likelihood"]) == pytest.approx(float(cell.split("±")[0]), abs=0.006)
         assert pyrovae.load_config(run / "config.toml").train.seed == 0  # same seed and budget
+    # The paired difference to the first variant, from the per-datapoint estimates.
+    per_datapoint = [
+        json.loads((out / r["variant"] / "evaluation.json").read_text())["log_likelihoods"]
+        for r in rows
+    ]
+    differences = [a - b for a, b in zip(*per_datapoint, strict=True)]
+    assert len(differences) == 50
+    assert float(rows[1]["nll_minus_first"]) == pytest.approx(sum(differences) / 50, abs=1e-9)
     assert (out / "learning_curves.png").stat().st_size > 0
     assert (out / "results.png").stat().st_size > 0
     # A second call reuses the finished runs and evaluations.
