@@ -220,3 +220,16 @@ def test_bad_options_are_config_errors():
         build("estimator", "renyi", {"alpha": 1.0}, "train.estimator")
     with pytest.raises(ConfigError, match="particles must be >= 1"):
         build("estimator", "dreg", {"particles": 0}, "train.estimator")
+
+
+def test_loss_and_grads_backpropagates_the_same_gradient(vae, x):
+    # For pyro.infer.SVI: unlike Pyro's RenyiELBO.loss_and_grads, which skips its backward pass
+    # when no parameter is in the param store, this one fills the modules' .grad.
+    dreg = build("estimator", "dreg", {"particles": 4}, "test")
+    expected = gradients(vae, x, dreg, seed=11)
+    vae.zero_grad()
+    pyro.set_rng_seed(11)
+    loss = dreg.loss_and_grads(vae.model, vae.guide, x)
+    assert isinstance(loss, float)
+    encoder_grad = torch.cat([p.grad.reshape(-1) for p in parameter_groups(vae)["encoder"]])
+    assert torch.allclose(encoder_grad.double() / len(x), expected["encoder"], atol=1e-6)
