@@ -15,6 +15,7 @@ pyro.settings.set(module_local_params=True)
 from .config import Component, Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .data import Dataset, load_splits
 from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, TrainingError
+from .evaluate import Evaluation, evaluate
 from .model import LATENT, OBSERVED, VAE, build_vae
 from .registry import register, registered
 from .resume import resume
@@ -45,6 +46,8 @@ __all__ = [
     "load_run",
     "resume",
     "train",
+    "Evaluation",
+    "evaluate",
 ]  # noqa: E402 (imports follow the setting above)
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""The ``pyrovae`` command: ``train``, ``sample`` and ``config``.
+"""The ``pyrovae`` command: ``train``, ``sample``, ``config``, ``evaluate``, ``gradients`` and
+``compare``.
 
 Flags only map onto the config (``--data-dir`` is ``data.root``, ``--device`` is
 ``train.device``); any other key is set with ``KEY=VALUE`` arguments. A user mistake prints one
@@ -117,6 +118,26 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import command
+
+    return command(args, _load(args))
+
+
+def _evaluation_parsers(commands: argparse._SubParsersAction) -> None:
+    """``evaluate``, ``gradients`` and ``compare``: parsers and handlers in their own modules."""
+    from .compare import add_parser as compare_parser
+    from .evaluate import add_parser as evaluate_parser
+    from .gradients import add_parser as gradients_parser
+
+    _common(evaluate_parser(commands))
+    _common(gradients_parser(commands))
+    parser = compare_parser(commands)
+    _common(parser)
+    _config_arguments(parser)
+    parser.set_defaults(handler=cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyrovae", description="Variational auto-encoders as Pyro programs."
@@ -149,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arguments(config)
     config.add_argument("--reference", action="store_true", help="print every key as Markdown")
     config.set_defaults(handler=cmd_config)
+
+    _evaluation_parsers(commands)
     return parser
 
 

@@ -1,28 +1,175 @@
 """ELBO estimators, registered by name: each returns a configured Pyro ``ELBO``.
 
 Particles are vectorized over a plate left of the data plate, so ``particles = K`` costs one
-batched pass through the networks, not K.
+batched pass through the networks, not K. The estimators beyond Pyro's own are subclasses of a
+Pyro ELBO that override one hook:
+
+- ``iwae`` and ``renyi``: :class:`ImportanceWeightedELBO`, a ``RenyiELBO`` made differentiable
+  (``differentiable_loss``, which the training loop calls); its hook ``_surrogate_bound`` maps
+  the per-particle, per-datapoint log weights to the bound.
+- ``dreg``: :class:`DReGELBO` overrides ``_surrogate_bound`` with the doubly reparameterized
+  gradient of the IWAE bound.
+- ``stl``: :class:`STLELBO`, a ``Trace_ELBO`` overriding ``_differentiable_loss_particle`` to
+  score z under the guide with its parameters detached (the path derivative).
 """
 
 from __future__ import annotations
 
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+import math
 
+import torch
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine import Trace
+from pyro.util import warn_if_nan
+
+from .errors import ConfigError
+from .importance import (
+    check_reparameterized,
+    check_single_latent,
+    detach_guide_parameters,
+    log_weights,
+    sample_sites,
+)
 from .registry import register
 
-__all__ = ["trace", "meanfield"]
+__all__ = [
+    "ImportanceWeightedELBO",
+    "DReGELBO",
+    "STLELBO",
+    "trace",
+    "meanfield",
+    "iwae",
+    "renyi",
+    "stl",
+    "dreg",
+]
 
 
 def _particles_kwargs(particles: int) -> dict:
     if particles < 1:
-        from .errors import ConfigError
-
         raise ConfigError(f"estimator: particles must be >= 1, got {particles}")
     return {
         "num_particles": particles,
         "vectorize_particles": particles > 1,
         "max_plate_nesting": 1,
     }
+
+
+class ImportanceWeightedELBO(RenyiELBO):
+    """The Renyi bound (Li and Turner 2016) with alpha = 0 the IWAE bound (Burda et al. 2015):
+    per datapoint, 1/(1 - alpha) log (1/K) sum_k w_k^(1 - alpha), w_k = p(x, z_k) / q(z_k|x).
+
+    Pyro's ``RenyiELBO`` computes the same value but has no ``differentiable_loss`` (the hook
+    ``ELBOModule`` and pyrovae's training loop call); this class adds it, with the gradient
+    taken by autograd through the reparameterized draws. Assumes a reparameterizable guide
+    (checked). Weights are kept per datapoint: plates common to every site stay unsummed.
+    """
+
+    def __init__(self, alpha: float = 0.0, num_particles: int = 5, max_plate_nesting: int = 1):
+        super().__init__(
+            alpha=alpha,
+            num_particles=num_particles,
+            max_plate_nesting=max_plate_nesting,
+            vectorize_particles=True,
+        )
+
+    @property
+    def name(self) -> str:
+        return "iwae" if self.alpha == 0 else "renyi"
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """Minus the bound summed over the batch, differentiable in the model and guide."""
+        ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
+        self._check(guide_trace)
+        log_w = log_weights(model_trace, guide_trace)
+        if self.num_particles == 1:  # no particles plate was added: make its dim
+            log_w = log_w.unsqueeze(0)
+        bound = self._bound(log_w).sum()
+        surrogate = self._surrogate_bound(log_w, model_trace, guide_trace).sum()
+        loss = -(bound.detach() + (surrogate - surrogate.detach()))
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """For ``pyro.infer.SVI``: the same gradient as ``differentiable_loss``."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward()
+        return loss.item()
+
+    def _check(self, guide_trace: Trace) -> None:
+        check_reparameterized(guide_trace, self.name)
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        """Per datapoint: 1/(1 - alpha) (logsumexp_k (1 - alpha) log w_k - log K)."""
+        scaled = (1.0 - self.alpha) * log_w
+        return (torch.logsumexp(scaled, dim=0) - math.log(log_w.shape[0])) / (1.0 - self.alpha)
+
+    def _surrogate_bound(
+        self, log_w: torch.Tensor, model_trace: Trace, guide_trace: Trace
+    ) -> torch.Tensor:
+        """The hook: a per-datapoint surrogate whose gradient is the estimator's."""
+        return self._bound(log_w)
+
+
+class DReGELBO(ImportanceWeightedELBO):
+    """Doubly reparameterized gradients of the IWAE bound (Tucker, Lawson, Gu and Maddison 2018,
+    "Doubly reparameterized gradient estimators for Monte Carlo objectives", eq. 5).
+
+    The model's parameters get the IWAE gradient, sum_k w~_k grad log w_k (w~ the normalized
+    weights); the guide's get sum_k w~_k^2 (d log w_k / d z_k) (d z_k / d phi), where log q in
+    log w_k is scored with the guide's parameters detached. The squared weights reach the
+    guide's parameters through a gradient hook on each draw z_k that multiplies what flows back
+    by w~_k, so no partition of the parameters into model and guide is needed.
+
+    Assumes a reparameterizable guide with one latent site (both checked) and the bound with
+    alpha = 0. Unbiased for the IWAE gradient, with an encoder signal-to-noise ratio that grows
+    with K instead of falling (Rainforth et al. 2018).
+    """
+
+    def __init__(self, num_particles: int = 5, max_plate_nesting: int = 1):
+        super().__init__(0.0, num_particles, max_plate_nesting)
+
+    @property
+    def name(self) -> str:
+        return "dreg"
+
+    def _check(self, guide_trace: Trace) -> None:
+        super()._check(guide_trace)
+        check_single_latent(guide_trace, self.name)
+
+    def _surrogate_bound(
+        self, log_w: torch.Tensor, model_trace: Trace, guide_trace: Trace
+    ) -> torch.Tensor:
+        log_w_path = log_weights(model_trace, detach_guide_parameters(guide_trace))
+        if self.num_particles == 1:
+            log_w_path = log_w_path.unsqueeze(0)
+        weights = torch.softmax(log_w.detach(), dim=0)  # w~: (particles, *batch)
+        per_draw = weights if self.num_particles > 1 else weights[0]  # as the draws' batch dims
+        for site in sample_sites(guide_trace, observed=False):
+            value = site["value"]
+            if value.requires_grad:
+                scale = per_draw.reshape(per_draw.shape + (1,) * (value.dim() - per_draw.dim()))
+                value.register_hook(lambda grad, scale=scale: grad * scale)
+        return (weights * log_w_path).sum(0)
+
+
+class STLELBO(Trace_ELBO):
+    """Sticking the landing (Roeder, Wu and Duvenaud 2017): the reparameterized ELBO gradient
+    without the score term of the guide's parameters, E_q[grad_phi log q_phi(z)] = 0.
+
+    log q(z|x) is scored with the guide's parameters detached, so the guide's parameters get
+    only the path derivative through z; the ELBO's value and the model's gradient are those of
+    ``Trace_ELBO``. Unbiased; zero variance for the guide when q is the exact posterior.
+    Assumes a reparameterizable guide with one latent site (both checked).
+    """
+
+    def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace):
+        check_reparameterized(guide_trace, "stl")
+        check_single_latent(guide_trace, "stl")
+        return super()._differentiable_loss_particle(
+            model_trace, detach_guide_parameters(guide_trace)
+        )
 
 
 @register("estimator", "trace")
@@ -39,3 +186,45 @@ def meanfield(particles: int = 1) -> ELBO:
     VAE).
     """
     return TraceMeanField_ELBO(**_particles_kwargs(particles))
+
+
+@register("estimator", "iwae")
+def iwae(particles: int = 5) -> ELBO:
+    """The importance-weighted bound with K = ``particles`` (Burda et al. 2015); RenyiELBO, alpha 0.
+
+    Needs a reparameterizable guide.
+    """
+    _particles_kwargs(particles)
+    return ImportanceWeightedELBO(0.0, particles)
+
+
+@register("estimator", "renyi")
+def renyi(alpha: float = 0.5, particles: int = 5) -> ELBO:
+    """The Renyi alpha bound (Li and Turner 2016): alpha 0 is IWAE, alpha -> 1 the ELBO.
+
+    A lower bound for alpha >= 0; alpha = 1 is refused (use ``trace``). Needs a
+    reparameterizable guide.
+    """
+    _particles_kwargs(particles)
+    if alpha == 1:
+        raise ConfigError("estimator renyi: alpha = 1 is the ELBO; choose 'trace' or alpha != 1")
+    return ImportanceWeightedELBO(alpha, particles)
+
+
+@register("estimator", "stl")
+def stl(particles: int = 1) -> ELBO:
+    """Sticking the landing (Roeder et al. 2017): the ELBO's path-derivative gradient.
+
+    Needs a reparameterizable guide with one latent site.
+    """
+    return STLELBO(**_particles_kwargs(particles))
+
+
+@register("estimator", "dreg")
+def dreg(particles: int = 5) -> ELBO:
+    """Doubly reparameterized IWAE gradients (Tucker et al. 2018) with K = ``particles``.
+
+    Needs a reparameterizable guide with one latent site.
+    """
+    _particles_kwargs(particles)
+    return DReGELBO(particles)

@@ -17,12 +17,14 @@ __all__ = ["config_reference"]
 
 
 def config_reference() -> str:
-    """Markdown tables: one for the config's keys, one for every registered component."""
+    """Markdown tables: one for the config's keys, one for every built-in component."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     lines += _section_rows(Config, "")
     lines += ["", "| kind | name | options (default) | description |", "|---|---|---|---|"]
     for kind in ("dataset", "prior", "guide", "likelihood", "network", "estimator"):
         for name in registered(kind):
+            if not lookup(kind, name).__module__.startswith("pyrovae."):
+                continue  # user plugins are not part of pyrovae's reference
             lines.append(f"| {kind} | `{name}` | {_options(kind, name)} | {_summary(kind, name)} |")
     return "\n".join(lines)
 

@@ -1,0 +1,135 @@
+"""Time pyrovae's importance-sampled evaluation against a hand-written batched PyTorch one.
+
+Both score the 784-400-50 MNIST VAE of ``examples/configs/mnist.toml`` (randomly initialised, or
+the weights of ``--run``) on the binarized MNIST test split with K particles per datapoint, with
+the same networks and the same chunking (``--chunk-size`` particle-datapoint pairs per pass), and
+compute the same quantities: log p(x) by importance sampling, the reconstruction term, the
+analytic KL and the posterior means. They run back to back, interleaved, ``--repeats`` times;
+the script prints each time and the median ratio pyrovae / reference (target: at most 1.2).
+
+    OMP_NUM_THREADS=2 python benchmarks/eval_speed.py --data-dir ../shared/data --limit 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyrovae  # noqa: E402
+from pyrovae.evaluate import evaluate_model  # noqa: E402
+from pyrovae.likelihood_estimate import DEFAULT_CHUNK_SIZE  # noqa: E402
+from pyrovae.model import VAE  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[1] / "examples" / "configs" / "mnist.toml"
+
+
+@torch.no_grad()
+def reference(vae: VAE, x: torch.Tensor, particles: int, chunk_size: int) -> dict[str, float]:
+    """The same estimate written directly in PyTorch: encoder, reparameterized draws, decoder,
+    Bernoulli log-likelihood from logits, Gaussian log-densities in closed form."""
+    n = len(x)
+    d = vae.latent_dim
+    per_block = max(1, min(n, chunk_size // particles))
+    log_likelihood, reconstruction, kl, means = [], [], [], []
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    for block in x.split(per_block):
+        b = len(block)
+        draws = max(1, min(particles, chunk_size // b))
+        flat = block.reshape(b, -1)
+        log_sum = torch.full((b,), -math.inf, dtype=torch.float64)
+        recon = torch.zeros(b, dtype=torch.float64)
+        for start in range(0, particles, draws):
+            count = min(draws, particles - start)
+            loc, raw = vae.encoder(block).split(d, dim=-1)
+            scale = F.softplus(raw) + vae.posterior.min_scale
+            eps = torch.randn(count, b, d)
+            z = loc + scale * eps
+            logits = vae.decoder(z).reshape(count, b, -1)
+            log_px = -F.binary_cross_entropy_with_logits(
+                logits, flat.expand_as(logits), reduction="none"
+            ).sum(-1)
+            log_pz = (-0.5 * z**2 - half_log_2pi).sum(-1)
+            log_qz = (-0.5 * eps**2 - scale.log() - half_log_2pi).sum(-1)
+            log_w = log_px + log_pz - log_qz
+            log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w.double(), dim=0))
+            recon += log_px.double().sum(0)
+        log_likelihood.append(log_sum - math.log(particles))
+        reconstruction.append(recon / particles)
+        kl.append(0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum(-1))
+        means.append(loc)
+    ll = torch.cat(log_likelihood)
+    active = int((torch.cat(means).var(0) > 0.01).sum())
+    return {
+        "log_likelihood": float(ll.mean()),
+        "reconstruction": float(torch.cat(reconstruction).mean()),
+        "kl": float(torch.cat(kl).mean()),
+        "active_units": active,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default="../shared/data", help="folder holding MNIST/")
+    parser.add_argument("--run", help="run directory whose weights to load (default: random)")
+    parser.add_argument("--particles", type=int, default=5000, help="K (5000)")
+    parser.add_argument("--limit", type=int, default=200, help="test datapoints (200)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (5)")
+    args = parser.parse_args()
+
+    if args.run:
+        config, vae, _ = pyrovae.load_run(args.run)
+        config = config.replace([f"data.root={args.data_dir!r}"])
+    else:
+        config = pyrovae.load_config(CONFIG, [f"data.root={args.data_dir!r}"])
+        torch.manual_seed(0)
+        vae = pyrovae.build_vae(config.model, (1, 28, 28))
+    vae.eval()
+    x = pyrovae.load_splits(config.data, torch.device("cpu")).test[: args.limit]
+    print(
+        f"{len(x)} MNIST test datapoints, K = {args.particles}, chunk {args.chunk_size},"
+        f" {torch.get_num_threads()} threads"
+    )
+
+    times: dict[str, list[float]] = {"pyrovae": [], "reference": []}
+    ratios = []
+    for repeat in range(args.repeats):
+        order = ("pyrovae", "reference") if repeat % 2 == 0 else ("reference", "pyrovae")
+        for name in order:
+            torch.manual_seed(repeat)
+            started = time.perf_counter()
+            if name == "pyrovae":
+                result = evaluate_model(vae, x, args.particles, args.chunk_size, seed=repeat)
+                values = {
+                    "log_likelihood": result.log_likelihood,
+                    "reconstruction": result.reconstruction,
+                    "kl": result.kl,
+                    "active_units": result.active_units,
+                }
+            else:
+                values = reference(vae, x, args.particles, args.chunk_size)
+            times[name].append(time.perf_counter() - started)
+            print(
+                f"  repeat {repeat} {name:9s} {times[name][-1]:7.2f} s   log p(x)"
+                f" {values['log_likelihood']:.3f}  recon {values['reconstruction']:.3f}"
+                f"  KL {values['kl']:.3f}  active {values['active_units']}"
+            )
+        ratios.append(times["pyrovae"][-1] / times["reference"][-1])
+    print(
+        f"median pyrovae {statistics.median(times['pyrovae']):.2f} s, reference"
+        f" {statistics.median(times['reference']):.2f} s; median ratio"
+        f" {statistics.median(ratios):.3f} (per repeat: {', '.join(f'{r:.3f}' for r in ratios)})"
+    )
+
+
+if __name__ == "__main__":
+    main()
