@@ -223,8 +223,8 @@ def test_a_full_disk_during_training_loses_nothing_and_the_run_resumes(tmp_path,
     full = pyrovae.train(config, out=tmp_path / "full", quiet=True)
 
     checkpoint_module = importlib.import_module("pyrovae.checkpoint")
-    train_module = importlib.import_module("pyrovae.train")
-    real_fdopen, real_save, epoch = os.fdopen, train_module.save_checkpoint, [0]
+    loop_module = importlib.import_module("pyrovae.loop")
+    real_fdopen, real_save, epoch = os.fdopen, loop_module.save_checkpoint, [0]
 
     def saving(path, payload):
         epoch[0] = payload["epoch"]
@@ -234,7 +234,7 @@ def test_a_full_disk_during_training_loses_nothing_and_the_run_resumes(tmp_path,
         handle = real_fdopen(fd, *args, **kwargs)
         return FailingFile(handle, 1000) if epoch[0] == 3 else handle
 
-    monkeypatch.setattr(train_module, "save_checkpoint", saving)
+    monkeypatch.setattr(loop_module, "save_checkpoint", saving)
     monkeypatch.setattr(checkpoint_module.os, "fdopen", disk_full_in_epoch_3)
     with pytest.raises(CheckpointError, match="No space left on device"):
         pyrovae.train(config, out=tmp_path / "r", quiet=True)
