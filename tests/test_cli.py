@@ -103,7 +103,8 @@ def with_nan(tmp_path: Path) -> str:
 BAD_INPUTS = {
     "unknown component": (
         lambda tmp: ["model.prior=gaussian_mixture"],
-        "model.prior: unknown prior 'gaussian_mixture'; choose from: learned_normal",
+        "model.prior: unknown prior 'gaussian_mixture'; choose from: "
+        + ", ".join(pyrovae.registered("prior")),
     ),
     "wrong type": (
         lambda tmp: ["train.epochs=abc"],

@@ -141,12 +141,15 @@ def test_replace_applies_overrides_to_a_config():
 ERRORS = {
     "unknown key": (["train.epochz=3"], ["train.epochz", "'epochs'", "batch_size", "seed"]),
     "unknown section": (["foo=1"], ["foo", "name, data, model, train"]),
-    "unknown prior": (["model.prior=foo"], ["model.prior", "learned_normal, standard_normal"]),
+    "unknown prior": (["model.prior=foo"], ["model.prior", ", ".join(pyrovae.registered("prior"))]),
     "unknown likelihood": (
         ['model.likelihood={name="poisson"}'],
         ["model.likelihood", "bernoulli, continuous_bernoulli, gaussian"],
     ),
-    "unknown estimator": (["train.estimator=elbo"], ["train.estimator", "meanfield, trace"]),
+    "unknown estimator": (
+        ["train.estimator=elbo"],
+        ["train.estimator", ", ".join(pyrovae.registered("estimator"))],
+    ),
     "unknown dataset": (["data.name=cifar"], ["data.name", "digits", "mnist"]),
     "unknown option": (
         ['model.likelihood={name="gaussian", sigma=1}'],

@@ -86,11 +86,14 @@ COMPONENT_KEYS = {
     "network": ["model.encoder", "model.decoder"],
     "estimator": ["train.estimator"],
 }
+#: Networks that serve one side only (an image encoder cannot decode, and the reverse).
+ONE_SIDED_NETWORKS = {"conv_encoder": ["model.encoder"], "conv_decoder": ["model.decoder"]}
 COMPONENTS = [(kind, name) for kind in COMPONENT_KEYS for name in pyrovae.registered(kind)]
 
 
 def component_config(kind: str, name: str) -> pyrovae.Config:
-    overrides = [f"{key}={name}" for key in COMPONENT_KEYS[kind]]
+    keys = ONE_SIDED_NETWORKS.get(name, COMPONENT_KEYS[kind]) if kind == "network" else None
+    overrides = [f"{key}={name}" for key in keys or COMPONENT_KEYS[kind]]
     config = small_config(*overrides)
     needs_binary = lookup("likelihood", config.model.likelihood.name).requires_binary
     return config.replace([f"data.binarize={'dynamic' if needs_binary else 'none'}"])
