@@ -12,11 +12,12 @@ import torch
 
 from pyrovae.config import Component, Config, DataConfig, ModelConfig, TrainConfig
 from pyrovae.data import Splits, check_likelihood, load_splits
+from pyrovae.distributed import Group
 from pyrovae.errors import ConfigError
 from pyrovae.evaluate import negative_elbo
+from pyrovae.loop import TrainingLoop
 from pyrovae.model import build_vae
 from pyrovae.registry import registered
-from pyrovae.train import _Loop
 
 OPTIONS = {
     "vamp": {"components": 4},
@@ -72,7 +73,7 @@ def test_combination_builds_trains_samples_evaluates(prior, guide, likelihood, s
     check_likelihood(splits, vae.likelihood)
     before = {name: p.detach().clone() for name, p in vae.named_parameters()}
 
-    loop = _Loop(config, vae, splits, torch.device("cpu"), quiet=True)
+    loop = TrainingLoop(config, vae, splits, Group(torch.device("cpu")), quiet=True)
     metrics = loop.run(tmp_path)
     assert loop.step == 2 and math.isfinite(metrics[-1]["valid_loss"])
     unchanged = [n for n, p in vae.named_parameters() if torch.equal(p.detach(), before[n])]
