@@ -68,13 +68,14 @@ def _train(
     splits = load_splits(config.data, device)
     vae = build_vae(config.model, splits.x_shape).to(device)
     check_likelihood(splits, vae.likelihood)
+    # Built before anything is written: a bad estimator option leaves no half-made run behind.
+    loop = TrainingLoop(config, vae, splits, group, quiet or not group.is_main)
     if point is None:
         group.on_main(lambda: prepare_run_dir(directory, config, overwrite))
     else:
         point.check(splits.x_shape, device)
         group.on_main(point.rewrite)  # config.toml, metrics.jsonl, stale temporary files
 
-    loop = TrainingLoop(config, vae, splits, group, quiet or not group.is_main)
     if point is not None and point.payload is not None:
         loop.restore(point.payload)
     group.seed_sampling(config.train.seed)  # ranks > 0: a stream of Pyro's draws of their own

@@ -300,3 +300,11 @@ def test_user_component_is_selected_through_a_plugin_on_the_command_line(tmp_pat
     sampled = run_cli("sample", "--plugin", str(plugin), str(tmp_path / "run"), cwd=tmp_path)
     assert sampled.returncode == 0, sampled.stderr
     assert (tmp_path / "run" / "samples-new.png").is_file()
+
+
+def test_a_bad_estimator_option_is_refused_before_the_run_directory_is_written(tmp_path):
+    config = pyrovae.load_config(None, ["train.estimator.particles=0", "train.epochs=1"])
+    with pytest.raises(pyrovae.ConfigError, match="train.estimator.*particles must be >= 1"):
+        pyrovae.train(config, out=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "config.toml").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
