@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import pyrovae
+from pyrovae.compare import load_variants, merge_variant
 from pyrovae.config import Config, load_config
 from pyrovae.evaluate import negative_elbo
 
@@ -78,8 +79,27 @@ def test_train_then_load_run_gives_identical_outputs(overrides, tmp_path, digits
 
 
 @pytest.mark.parametrize(
-    "path", sorted(EXAMPLES.glob("**/*.toml")), ids=lambda p: str(p.relative_to(EXAMPLES))
+    "path", sorted(EXAMPLES.glob("configs/*.toml")), ids=lambda p: str(p.relative_to(EXAMPLES))
 )
 def test_example_configs_parse_and_round_trip(path):
     config = load_config(path)
     assert Config.from_dict(config.to_dict()) == config
+
+
+#: Each variants file of ``pyrovae compare`` and the base config it is written for.
+VARIANT_FILES = {
+    "compare_estimators.toml": "configs/mnist.toml",
+    "compare_components.toml": "configs/components.toml",
+}
+
+
+def test_every_variants_file_is_listed():
+    assert sorted(p.name for p in EXAMPLES.glob("*.toml")) == sorted(VARIANT_FILES)
+
+
+@pytest.mark.parametrize(("variants", "base"), VARIANT_FILES.items(), ids=list(VARIANT_FILES))
+def test_example_variants_merge_into_valid_configs(variants, base):
+    base_config = load_config(EXAMPLES / base)
+    for name, table in load_variants(EXAMPLES / variants).items():
+        config = Config.from_dict(merge_variant(base_config.to_dict(), table))
+        assert Config.from_dict(config.to_dict()) == config, name
