@@ -11,7 +11,7 @@ import inspect
 import typing
 
 from .config import Component, Config
-from .registry import component_options, lookup, registered
+from .registry import builtin, component_options, lookup
 
 __all__ = ["config_reference"]
 
@@ -22,9 +22,7 @@ def config_reference() -> str:
     lines += _section_rows(Config, "")
     lines += ["", "| kind | name | options (default) | description |", "|---|---|---|---|"]
     for kind in ("dataset", "prior", "guide", "likelihood", "network", "estimator"):
-        for name in registered(kind):
-            if not lookup(kind, name).__module__.startswith("pyrovae."):
-                continue  # user plugins are not part of pyrovae's reference
+        for name in builtin(kind):  # user plugins are not part of pyrovae's reference
             lines.append(f"| {kind} | `{name}` | {_options(kind, name)} | {_summary(kind, name)} |")
     return "\n".join(lines)
 

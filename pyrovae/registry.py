@@ -26,7 +26,16 @@ from typing import Any, Literal, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["KINDS", "register", "registered", "lookup", "component_options", "build", "CONTEXT"]
+__all__ = [
+    "KINDS",
+    "register",
+    "registered",
+    "builtin",
+    "lookup",
+    "component_options",
+    "build",
+    "CONTEXT",
+]
 
 #: The kinds of component a config can name.
 KINDS = ("prior", "guide", "likelihood", "network", "estimator", "dataset")
@@ -58,6 +67,13 @@ def registered(kind: str) -> list[str]:
     """The names registered for ``kind``, sorted."""
     _load_builtins()
     return sorted(_REGISTRY[kind])
+
+
+def builtin(kind: str) -> list[str]:
+    """The names registered for ``kind`` by pyrovae itself (not by plugins), sorted."""
+    return [
+        name for name in registered(kind) if _REGISTRY[kind][name].__module__.startswith("pyrovae.")
+    ]
 
 
 def lookup(kind: str, name: str, where: str | None = None) -> Callable[..., Any]:

@@ -20,6 +20,7 @@ import pytest
 import pyrovae
 from pyrovae import Component, Config, ConfigError, load_config
 from pyrovae.reference import config_reference
+from pyrovae.registry import builtin
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIGS = sorted((REPO / "examples" / "configs").glob("*.toml"))
@@ -141,14 +142,14 @@ def test_replace_applies_overrides_to_a_config():
 ERRORS = {
     "unknown key": (["train.epochz=3"], ["train.epochz", "'epochs'", "batch_size", "seed"]),
     "unknown section": (["foo=1"], ["foo", "name, data, model, train"]),
-    "unknown prior": (["model.prior=foo"], ["model.prior", ", ".join(pyrovae.registered("prior"))]),
+    "unknown prior": (["model.prior=foo"], ["model.prior", *builtin("prior")]),
     "unknown likelihood": (
         ['model.likelihood={name="poisson"}'],
-        ["model.likelihood", "bernoulli, continuous_bernoulli, gaussian"],
+        ["model.likelihood", *builtin("likelihood")],
     ),
     "unknown estimator": (
         ["train.estimator=elbo"],
-        ["train.estimator", ", ".join(pyrovae.registered("estimator"))],
+        ["train.estimator", *builtin("estimator")],
     ),
     "unknown dataset": (["data.name=cifar"], ["data.name", "digits", "mnist"]),
     "unknown option": (
@@ -244,5 +245,5 @@ def test_reference_lists_every_key_and_every_registered_component():
     for key in Config().to_dict()["train"]:
         assert f"`train.{key}`" in reference
     for kind in ("prior", "guide", "likelihood", "network", "estimator", "dataset"):
-        for name in pyrovae.registered(kind):
+        for name in builtin(kind):
             assert f"| {kind} | `{name}` |" in reference
