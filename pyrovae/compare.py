@@ -32,7 +32,7 @@ import torch
 
 from .config import Config
 from .errors import ConfigError
-from .evaluate import Evaluation, evaluate
+from .evaluate import Evaluation, add_estimate_arguments, evaluate
 from .likelihood_estimate import DEFAULT_CHUNK_SIZE
 from .run import CHECKPOINT_FILE, CONFIG_FILE, read_metrics
 
@@ -330,16 +330,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--variants", metavar="FILE", required=True, help="TOML file of [variants.NAME] tables"
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (runs/compare-<name>)")
-    parser.add_argument(
-        "--particles", type=int, default=5000, help="importance samples K for log p(x) (5000)"
-    )
-    parser.add_argument(
-        "--chunk-size",
-        type=int,
-        default=DEFAULT_CHUNK_SIZE,
-        help=f"particle-datapoint pairs per pass ({DEFAULT_CHUNK_SIZE})",
-    )
-    parser.add_argument("--limit", type=int, help="evaluate the first N test datapoints only")
+    add_estimate_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="retrain and re-evaluate all")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser

@@ -204,12 +204,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``pyrovae evaluate``."""
-    parser = commands.add_parser(
-        "evaluate", help="test ELBO, importance-sampled log-likelihood and active units of a run"
-    )
-    parser.add_argument("run_dir", metavar="RUN_DIR")
+def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the importance-sampled estimate, shared by ``evaluate`` and ``compare``."""
     parser.add_argument(
         "--particles", type=int, default=5000, help="importance samples K per datapoint (5000)"
     )
@@ -220,6 +216,15 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"particle-datapoint pairs per pass; bounds memory ({DEFAULT_CHUNK_SIZE})",
     )
     parser.add_argument("--limit", type=int, help="evaluate the first N test datapoints only")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``pyrovae evaluate``."""
+    parser = commands.add_parser(
+        "evaluate", help="test ELBO, importance-sampled log-likelihood and active units of a run"
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    add_estimate_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (auto)")
     parser.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: the run's)")
