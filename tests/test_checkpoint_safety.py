@@ -14,24 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import TINY, run_cli, tiny
 
 import pyrovae
 from pyrovae.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from pyrovae.errors import CheckpointError, ConfigError
 from pyrovae.run import CHECKPOINT_FILE, CONFIG_FILE, load_weights, read_metrics
-
-TINY = [
-    "train.device=cpu",
-    "model.latent_dim=4",
-    "model.encoder={name='mlp', hidden=[32]}",
-    "model.decoder={name='mlp', hidden=[32]}",
-    "train.batch_size=50",
-]
-
-
-def tiny(*overrides: str) -> pyrovae.Config:
-    return pyrovae.load_config(None, [*TINY, *overrides])
 
 
 class RunsCode:

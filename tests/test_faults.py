@@ -10,7 +10,7 @@ from pathlib import Path
 import fault_components
 import pytest
 import torch
-from conftest import run_cli
+from conftest import TINY, run_cli
 
 import pyrovae
 from pyrovae.checkpoint import load_checkpoint
@@ -20,14 +20,6 @@ from pyrovae.run import CHECKPOINT_FILE, read_metrics
 
 PLUGIN = str(Path(fault_components.__file__))
 STEPS = 26  # digits with batch_size = 50: ceil(1294 / 50) steps per epoch
-
-TINY = [
-    "train.device=cpu",
-    "model.latent_dim=4",
-    "model.encoder={name='mlp', hidden=[32]}",
-    "model.decoder={name='mlp', hidden=[32]}",
-    "train.batch_size=50",
-]
 
 
 def faulty(*overrides: str, **faults) -> pyrovae.Config:

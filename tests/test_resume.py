@@ -18,7 +18,7 @@ import fault_components
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, TINY, run_cli, tiny
 
 import pyrovae
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
@@ -27,19 +27,6 @@ from pyrovae.resume import capture_rng, config_differences, restore_rng
 from pyrovae.run import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 
 PLUGIN = str(Path(fault_components.__file__))
-
-#: A small model on digits: an epoch of 26 steps takes a fraction of a second.
-TINY = [
-    "train.device=cpu",
-    "model.latent_dim=4",
-    "model.encoder={name='mlp', hidden=[32]}",
-    "model.decoder={name='mlp', hidden=[32]}",
-    "train.batch_size=50",
-]
-
-
-def tiny(*overrides: str) -> pyrovae.Config:
-    return pyrovae.load_config(None, [*TINY, *overrides])
 
 
 def without_time(metrics: list[dict]) -> list[dict]:
