@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .config import Config
+from .config import Config, read_toml
 from .errors import ConfigError
 from .evaluate import Evaluation, add_estimate_arguments, evaluate
 from .likelihood_estimate import DEFAULT_CHUNK_SIZE
@@ -72,12 +72,7 @@ class Result:
 def load_variants(path: str | Path) -> dict[str, dict[str, Any]]:
     """The ``[variants.NAME]`` tables of a TOML file, in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"variants file {str(path)!r} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"variants file {str(path)!r} is not valid TOML: {error}") from None
+    raw = read_toml(path, "variants file")
     variants = raw.get("variants")
     extra = sorted(set(raw) - {"variants"})
     if extra or not isinstance(variants, dict) or not variants:

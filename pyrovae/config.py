@@ -34,6 +34,7 @@ __all__ = [
     "Config",
     "load_config",
     "apply_overrides",
+    "read_toml",
 ]
 
 
@@ -162,16 +163,20 @@ class Config:
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a TOML file (or start from the defaults), apply overrides, and validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+    raw = read_toml(path, "config file") if path is not None else {}
     return Config.from_dict(apply_overrides(raw, overrides))
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file with ``tomllib`` (never code); a missing or invalid file is a
+    one-line ConfigError naming ``what`` it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {error}") from None
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

@@ -13,15 +13,6 @@ from pyrovae.flow_guides import IAF, Planar
 from pyrovae.guides import DiagonalNormal, FullNormal
 
 
-@pytest.fixture
-def float64():
-    """Double precision, so that the numerical Jacobian is exact to ~1e-12."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def test_full_normal_covariance_is_the_cholesky_factor_squared():
     family = FullNormal(latent_dim=3, min_scale=1e-4)
     assert family.param_shape == (9,)  # 3 means, 3 diagonal entries, 3 below the diagonal

@@ -50,15 +50,6 @@ def _sampling_map(prior_dist: dist.TransformedDistribution):
     return g
 
 
-@pytest.fixture
-def float64():
-    """Double precision: the spline inverses (sampling) lose ~1e-4 nats in float32."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 @pytest.mark.parametrize("transform", sorted(FLOW_TRANSFORMS))
 def test_flow_prior_density_is_the_change_of_variables(transform, float64):
     torch.manual_seed(1)
