@@ -92,15 +92,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .plots import save_grid
+    from .plots import sample, save_grid
+    from .program import own_param_store
     from .run import load_run
 
     if args.count < 1:
         raise PyrovaeError(f"--count must be at least 1, got {args.count}")
-    _, vae, _ = load_run(args.run_dir)
+    _, program, _ = load_run(args.run_dir)
     torch.manual_seed(args.seed)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples-new.png"
-    samples = vae.sample(args.count)
+    with own_param_store():
+        samples = sample(program, args.count)
     if not save_grid(samples, out):
         torch.save(samples, out.with_suffix(".pt"))
         out = out.with_suffix(".pt")

@@ -14,7 +14,7 @@ import torch
 from .checkpoint import atomic_write_bytes, load_checkpoint
 from .config import Config
 from .errors import CheckpointError, ConfigError
-from .model import VAE, build_vae
+from .program import build_program
 
 __all__ = [
     "CONFIG_FILE",
@@ -38,11 +38,11 @@ BEST_FILE = "best.pt"  #: the checkpoint with the lowest validation loss so far
 
 @dataclass
 class Run:
-    """What ``train`` returns: the run directory, its config, the trained model and metrics."""
+    """What ``train`` returns: the run directory, its config, the trained program and metrics."""
 
     directory: Path
     config: Config
-    model: VAE
+    model: torch.nn.Module
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -121,8 +121,8 @@ def resolve_device(name: str) -> torch.device:
 
 def load_run(
     directory: str | Path, device: str | torch.device = "cpu", checkpoint: str = CHECKPOINT_FILE
-) -> tuple[Config, VAE, dict[str, Any]]:
-    """The config, the model with its trained weights, and the raw checkpoint of a run.
+) -> tuple[Config, torch.nn.Module, dict[str, Any]]:
+    """The config, the program with its trained weights, and the raw checkpoint of a run.
 
     ``checkpoint`` is ``CHECKPOINT_FILE`` (the last) or ``BEST_FILE`` (the best validation loss).
     """
@@ -138,14 +138,14 @@ def load_run(
     except ConfigError as error:
         raise CheckpointError(f"checkpoint config is invalid: {error}") from None
     x_shape = tuple(payload["x_shape"])
-    vae = build_vae(config.model, x_shape).to(device)
-    load_weights(vae, payload["model"])
-    return config, vae, payload
+    program = build_program(config.model, x_shape).to(device)
+    load_weights(program, payload["model"])
+    return config, program, payload
 
 
-def load_weights(vae: VAE, state: dict[str, torch.Tensor]) -> None:
+def load_weights(program: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a state dict, naming the first difference when the architecture does not match."""
-    own = vae.state_dict()
+    own = program.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
@@ -159,4 +159,4 @@ def load_weights(vae: VAE, state: dict[str, torch.Tensor]) -> None:
                 f"checkpoint does not match the model: {key} has shape {tuple(tensor.shape)},"
                 f" the model expects {tuple(own[key].shape)}"
             )
-    vae.load_state_dict(state)
+    program.load_state_dict(state)
