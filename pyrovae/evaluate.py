@@ -17,7 +17,7 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .errors import ConfigError
 from .likelihood_estimate import DEFAULT_CHUNK_SIZE, importance_estimate
@@ -40,11 +40,13 @@ ACTIVE_THRESHOLD = 0.01
 def negative_elbo(
     program: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000, particles: int = 1
 ) -> float:
-    """The negative ELBO per datapoint in nats (analytic KL where registered), at weight beta = 1.
+    """The negative ELBO per datapoint in nats, at weight beta = 1: with the analytic KL where
+    registered if the program allows it (``Program.analytic_kl``), else Monte Carlo.
 
     The same bound whatever estimator trained the model, so runs compare on one scale.
     """
-    elbo = TraceMeanField_ELBO(
+    elbo_class = TraceMeanField_ELBO if getattr(program, "analytic_kl", False) else Trace_ELBO
+    elbo = elbo_class(
         num_particles=particles,
         vectorize_particles=particles > 1,
         max_plate_nesting=getattr(program, "max_plate_nesting", 1),
@@ -126,6 +128,7 @@ def evaluate_model(
                 chunk_size,
                 max_plate_nesting=getattr(program, "max_plate_nesting", 1),
                 progress=progress,
+                analytic_kl=getattr(program, "analytic_kl", False),
             )
     finally:
         program.train(was_training)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.infer import TraceMeanField_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -75,6 +76,13 @@ class TrainingLoop:
             max_plate_nesting=getattr(program, "max_plate_nesting", 1),
         )
         check_estimator(estimator)
+        if isinstance(estimator, TraceMeanField_ELBO) and not getattr(
+            program, "analytic_kl", False
+        ):
+            raise ConfigError(
+                "train.estimator: meanfield takes the KL per latent site in closed form, which is"
+                " biased for this program (its latent sites depend on each other); choose trace"
+            )
         # forward(x, kl_weight) -> -ELBO summed over x; under DistributedDataParallel in torchrun
         self.loss_fn = group.loss_module(estimator, program)
         self.kl_weight = kl_weight(0, cfg.beta, 0)

@@ -27,6 +27,8 @@ class VAE(Program):
     A KL weight (beta, warm-up) is applied from outside by ``latent_weight.weight_latents``.
     """
 
+    analytic_kl = True  # one latent site
+
     def __init__(
         self,
         prior: Prior,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -64,6 +65,9 @@ class Program(PyroModule):
 
     #: Plates nested inside one another in ``model`` and ``guide``, the data plate included.
     max_plate_nesting: int = 1
+    #: Whether KL(q || p) may be computed per latent site in closed form (``meanfield``): true
+    #: only when the model's latent sites do not depend on each other.
+    analytic_kl: bool = False
 
     def __init__(self, x_shape: tuple[int, ...]) -> None:
         super().__init__(name=f"{type(self).__name__.lower()}_{next(_instances)}")
@@ -85,12 +89,21 @@ class Program(PyroModule):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """The mean of p(x | latents) for ``n`` draws from the model: ``(n, *x_shape)``."""
-        return generate(self.model, n)
+        return self._as_data(generate(self.model, n), n)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The mean of p(x | latents) at one draw of the latents from the guide."""
-        return reconstruct(self.model, self.guide, x)
+        return self._as_data(reconstruct(self.model, self.guide, x), len(x))
+
+    def _as_data(self, values: torch.Tensor, n: int) -> torch.Tensor:
+        """``values`` as ``(n, *x_shape)`` (a program may observe x flattened or reshaped)."""
+        if values.numel() != n * math.prod(self.x_shape):
+            raise ConfigError(
+                f"the program's site {OBSERVED!r} has shape {tuple(values.shape)}, not {n}"
+                f" datapoints of shape {self.x_shape}"
+            )
+        return values.reshape(n, *self.x_shape)
 
 
 def observation(x: torch.Tensor | None) -> torch.Tensor | None:
