@@ -82,31 +82,36 @@ class ReferenceTwoLayerVAE(nn.Module):
 
 def reference_epochs(
     train: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int
-) -> list[float]:
+) -> tuple[list[float], list[float]]:
+    """Epoch times and mean training losses (nats per datapoint) of a fresh reference model."""
     torch.manual_seed(seed)
     model = ReferenceTwoLayerVAE(x_dim=math.prod(train.shape[1:])).to(train.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator(device=train.device).manual_seed(seed)
-    times = []
+    times, losses = [], []
     for _ in range(epochs):
         started = time.perf_counter()
         x_epoch = torch.bernoulli(train, generator=generator)
         order = torch.randperm(len(train), generator=generator, device=train.device)
+        total = torch.zeros((), device=train.device)
         for indices in order.split(batch_size):
             loss = model.loss(x_epoch[indices])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            total += loss.detach() * len(indices)
         if train.is_cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
-    return times
+        losses.append(float(total) / len(train))
+    return times, losses
 
 
-def pyrovae_epochs(config: pyrovae.Config) -> list[float]:
+def pyrovae_epochs(config: pyrovae.Config) -> tuple[list[float], list[float]]:
+    """Epoch times and mean training losses of ``pyrovae.train`` (its own metrics)."""
     with tempfile.TemporaryDirectory() as out:
         run = pyrovae.train(config, out=out, quiet=True, overwrite=True)
-    return [m["epoch_seconds"] for m in run.metrics]
+    return [m["epoch_seconds"] for m in run.metrics], [m["train_loss"] for m in run.metrics]
 
 
 def write_images(config: pyrovae.Config, limit: int, path: Path) -> None:
@@ -139,17 +144,29 @@ def main(args: argparse.Namespace) -> None:
         train = load_splits(config.data, device).train
         cfg = config.train
         ours, reference = [], []
+
+        def run_reference() -> list[float]:
+            times, losses = reference_epochs(train, args.epochs, cfg.batch_size, cfg.lr, cfg.seed)
+            reference.extend(times)
+            return losses
+
+        def run_pyrovae() -> list[float]:
+            times, losses = pyrovae_epochs(config)
+            ours.extend(times)
+            return losses
+
         for block in range(args.blocks):
             # Alternate which goes first, so that neither always runs on a warmer machine.
             if block % 2 == 0:
-                reference += reference_epochs(train, args.epochs, cfg.batch_size, cfg.lr, cfg.seed)
-                ours += pyrovae_epochs(config)
+                reference_loss, our_loss = run_reference(), run_pyrovae()
             else:
-                ours += pyrovae_epochs(config)
-                reference += reference_epochs(train, args.epochs, cfg.batch_size, cfg.lr, cfg.seed)
+                our_loss, reference_loss = run_pyrovae(), run_reference()
+            # The training losses per epoch: the same objective, so they should be close.
             print(
                 f"block {block + 1}: reference {statistics.median(reference):.3f} s/epoch,"
-                f" pyrovae {statistics.median(ours):.3f} s/epoch",
+                f" pyrovae {statistics.median(ours):.3f} s/epoch; training -ELBO per epoch:"
+                f" reference {', '.join(f'{v:.1f}' for v in reference_loss)},"
+                f" pyrovae {', '.join(f'{v:.1f}' for v in our_loss)}",
                 flush=True,
             )
     ratio = statistics.median(ours) / statistics.median(reference)
