@@ -25,9 +25,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyrovae  # noqa: E402
-from pyrovae.evaluate import evaluate_model  # noqa: E402
-from pyrovae.likelihood_estimate import DEFAULT_CHUNK_SIZE  # noqa: E402
-from pyrovae.model import VAE  # noqa: E402
+from pyrovae.components.programs.vae import VAE  # noqa: E402
+from pyrovae.evaluation.evaluate import evaluate_model  # noqa: E402
+from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "examples" / "configs" / "mnist.toml"
 

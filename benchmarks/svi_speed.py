@@ -8,7 +8,8 @@ batch 256, Adam 1e-3, the ``trace`` estimator (Trace_ELBO), dynamic binarization
 
 Both see the same images: the first ``--train-limit`` MNIST training images are written to a
 temporary ``.pt`` file read by pyrovae's ``file`` dataset, and the SVI loop takes the training
-tensor ``pyrovae.data.load_splits`` returns for that same config (held in memory, batches are
+tensor ``pyrovae.components.datasets.load_splits`` returns for that same config (held in
+memory, batches are
 index slices of a fresh permutation and Bernoulli draw per epoch, as in pyrovae's loop). They
 run back to back in one process, in alternating blocks, and the script prints the ratio of
 median epoch times (SVI / pyrovae). pyrovae's epoch time is its ``epoch_seconds`` metric (the
@@ -34,8 +35,8 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 import pyrovae
-from pyrovae.data import load_splits
-from pyrovae.program import build_program, own_param_store
+from pyrovae.components.datasets import load_splits
+from pyrovae.components.programs.base import build_program, own_param_store
 
 VALIDATION_IMAGES = 1000
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyrovae
-from pyrovae.data import load_splits
+from pyrovae.components.datasets import load_splits
 
 
 class ReferenceVAE(nn.Module):

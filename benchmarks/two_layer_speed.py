@@ -7,7 +7,8 @@ the batch size of examples/configs/two_layer_mnist.toml (100), one reparameteriz
 datapoint and a Monte Carlo KL (the ``trace`` estimator, as Trace_ELBO computes it), dynamic
 binarization. Both see the same images: the first ``--train-limit`` MNIST training images are
 written to a temporary ``.pt`` file read by pyrovae's ``file`` dataset, and the reference takes
-the training tensor ``pyrovae.data.load_splits`` returns for that config. They run back to back
+the training tensor ``pyrovae.components.datasets.load_splits`` returns for that config.
+They run back to back
 in one process, in alternating blocks, and the script prints the ratio of median epoch times
 (pyrovae / reference). pyrovae's epoch time is its ``epoch_seconds`` metric (training steps
 only, validation excluded); the reference times the same work.
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyrovae
-from pyrovae.data import load_splits
+from pyrovae.components.datasets import load_splits
 
 VALIDATION_IMAGES = 1000
 LOG_2PI = math.log(2 * math.pi)

@@ -7,16 +7,16 @@ name in a config file; any Pyro program can be registered as a whole. Importing 
 no global state: no Pyro setting, nothing in the param store.
 """
 
-from .config import Component, Config, DataConfig, ModelConfig, TrainConfig, load_config
-from .data import Dataset, load_splits
-from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, TrainingError
-from .evaluate import Evaluation, evaluate
-from .model import LATENT, OBSERVED, VAE, build_vae
-from .program import DATA_PLATE, Program, build_program
-from .registry import register, registered
-from .resume import resume
-from .run import Run, load_run
-from .train import train
+from pyrovae.components.datasets import Dataset, load_splits
+from pyrovae.components.programs.base import DATA_PLATE, Program, build_program
+from pyrovae.components.programs.vae import LATENT, OBSERVED, VAE, build_vae
+from pyrovae.config import Component, Config, DataConfig, ModelConfig, TrainConfig, load_config
+from pyrovae.errors import CheckpointError, ConfigError, DataError, PyrovaeError, TrainingError
+from pyrovae.evaluation.evaluate import Evaluation, evaluate
+from pyrovae.registry import register, registered
+from pyrovae.runs.directory import Run, load_run
+from pyrovae.training.resume import resume
+from pyrovae.training.train import train
 
 __all__ = [
     "Component",

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import tomli_w
 
-from .errors import ConfigError
-from .registry import check_type, resolve_options
+from pyrovae.errors import ConfigError
+from pyrovae.registry import check_type, resolve_options
 
 __all__ = [
     "Component",
@@ -279,7 +279,7 @@ def _parse_section(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
             value = check_type(value, hint, where)
             _check_range(value, f, where)
             if f.metadata.get("kind"):
-                from .registry import lookup
+                from pyrovae.registry import lookup
 
                 lookup(f.metadata["kind"], value, where)
             values[name] = value

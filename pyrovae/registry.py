@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
-from .errors import ConfigError
+from pyrovae.errors import ConfigError
 
 __all__ = [
     "KINDS",
@@ -215,17 +215,5 @@ def _load_builtins() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    from . import (  # noqa: F401
-        conv,
-        data,
-        estimators,
-        flow_guides,
-        flow_prior,
-        guides,
-        likelihoods,
-        model,
-        nets,
-        priors,
-        two_layer,
-        vamp,
-    )
+    import pyrovae.components  # noqa: F401  (its modules register the built-ins)
+    import pyrovae.inference.estimators  # noqa: F401

@@ -22,9 +22,9 @@ import torch
 from pyro import distributions as dist
 
 from pyrovae import register
-from pyrovae.guides import VariationalFamily
-from pyrovae.likelihoods import Bernoulli
-from pyrovae.nets import MLP
+from pyrovae.components.guides.gaussian import VariationalFamily
+from pyrovae.components.likelihoods import Bernoulli
+from pyrovae.components.networks.mlp import MLP
 
 
 @register("guide", "ddp_point")

@@ -1,6 +1,7 @@
 """Run by the multi-process tests, under torchrun or alone.
 
-``python tests/ddp_worker.py OUT KEY=VALUE ...`` opens a ``pyrovae.distributed.session`` (one
+``python tests/ddp_worker.py OUT KEY=VALUE ...`` opens a
+``pyrovae.training.distributed.session`` (one
 process, or a torchrun rank), writes the gradient of one step on the first 99 validation (binary)
 datapoints, then trains with ``pyrovae.train`` inside that session and writes the trained
 parameters and per-epoch losses and skipped steps: ``OUT/<RANK or single>.pt``. The run directory is
@@ -16,9 +17,9 @@ import pyro
 import torch
 
 import pyrovae
-from pyrovae.data import load_splits
-from pyrovae.distributed import session
+from pyrovae.components.datasets import load_splits
 from pyrovae.registry import build
+from pyrovae.training.distributed import session
 
 out = Path(sys.argv[1])
 config = pyrovae.load_config(None, sys.argv[2:])

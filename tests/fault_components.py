@@ -15,7 +15,7 @@ import torch
 from pyro import distributions as dist
 
 from pyrovae import register
-from pyrovae.likelihoods import Bernoulli
+from pyrovae.components.likelihoods import Bernoulli
 
 PROGRESS_ENV = "PYROVAE_TEST_PROGRESS"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from pyrovae import VAE, build_vae, load_config, load_splits
-from pyrovae.linear_gaussian import posterior
+from pyrovae.inference.linear_gaussian import posterior
 
 #: Scales of the decoder's orthogonal columns, and the likelihood's noise scale.
 COLUMN_SCALES = (2.0, 1.5, 1.0)
@@ -66,7 +66,8 @@ def set_guide(vae: VAE, shift: float = 0.0, scale_factor: float = 1.0) -> None:
 
 
 def check_exact(vae: VAE, x: torch.Tensor) -> None:
-    """Assert the guide is the exact posterior (as ``pyrovae.linear_gaussian`` computes it)."""
+    """Assert the guide is the exact posterior (as ``pyrovae.inference.linear_gaussian``
+    computes it)."""
     exact = posterior(vae, x)
     guide = vae.encode(x)
     assert torch.allclose(guide.mean, exact.mean, atol=1e-4)

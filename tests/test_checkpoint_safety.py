@@ -17,9 +17,9 @@ import torch
 from conftest import TINY, run_cli, tiny
 
 import pyrovae
-from pyrovae.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from pyrovae.errors import CheckpointError, ConfigError
-from pyrovae.run import CHECKPOINT_FILE, CONFIG_FILE, load_weights, read_metrics
+from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from pyrovae.runs.directory import CHECKPOINT_FILE, CONFIG_FILE, load_weights, read_metrics
 
 
 class RunsCode:
@@ -180,7 +180,7 @@ class FailingFile:
 
 
 def fail_writes_after(monkeypatch, budget: int) -> None:
-    module = importlib.import_module("pyrovae.checkpoint")
+    module = importlib.import_module("pyrovae.runs.checkpoint")
     real_fdopen = os.fdopen
     monkeypatch.setattr(
         module.os, "fdopen", lambda fd, *a, **k: FailingFile(real_fdopen(fd, *a, **k), budget)
@@ -210,8 +210,8 @@ def test_a_full_disk_during_training_loses_nothing_and_the_run_resumes(tmp_path,
     config = tiny("train.epochs=4")
     full = pyrovae.train(config, out=tmp_path / "full", quiet=True)
 
-    checkpoint_module = importlib.import_module("pyrovae.checkpoint")
-    loop_module = importlib.import_module("pyrovae.loop")
+    checkpoint_module = importlib.import_module("pyrovae.runs.checkpoint")
+    loop_module = importlib.import_module("pyrovae.training.loop")
     real_fdopen, real_save, epoch = os.fdopen, loop_module.save_checkpoint, [0]
 
     def saving(path, payload):

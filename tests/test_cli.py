@@ -24,9 +24,9 @@ from conftest import REPO, run_cli
 from PIL import Image
 
 import pyrovae
-from pyrovae.data import load_splits
-from pyrovae.plots import MIN_SIDE
-from pyrovae.reference import config_reference
+from pyrovae.cli.config_reference import config_reference
+from pyrovae.components.datasets import load_splits
+from pyrovae.evaluation.plots import MIN_SIDE
 from pyrovae.registry import builtin
 
 DIGITS = str(REPO / "examples" / "configs" / "digits.toml")

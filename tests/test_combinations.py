@@ -10,14 +10,14 @@ import math
 import pytest
 import torch
 
+from pyrovae.components.datasets import Splits, check_likelihood, load_splits
+from pyrovae.components.programs.vae import build_vae
 from pyrovae.config import Component, Config, DataConfig, ModelConfig, TrainConfig
-from pyrovae.data import Splits, check_likelihood, load_splits
-from pyrovae.distributed import Group
 from pyrovae.errors import ConfigError
-from pyrovae.evaluate import negative_elbo
-from pyrovae.loop import TrainingLoop
-from pyrovae.model import build_vae
+from pyrovae.evaluation.evaluate import negative_elbo
 from pyrovae.registry import registered
+from pyrovae.training.distributed import Group
+from pyrovae.training.loop import TrainingLoop
 
 OPTIONS = {
     "vamp": {"components": 4},

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae.compare import load_variants, merge_variant
 from pyrovae.config import Config, load_config
-from pyrovae.evaluate import negative_elbo
+from pyrovae.evaluation.compare import load_variants, merge_variant
+from pyrovae.evaluation.evaluate import negative_elbo
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

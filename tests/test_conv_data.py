@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from pyrovae.components.datasets import load_splits
+from pyrovae.components.likelihoods import Laplace, StudentT
+from pyrovae.components.networks.conv import ConvDecoder, ConvEncoder
 from pyrovae.config import DataConfig
-from pyrovae.conv import ConvDecoder, ConvEncoder
-from pyrovae.data import load_splits
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.likelihoods import Laplace, StudentT
 from pyrovae.registry import lookup
 
 

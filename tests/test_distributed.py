@@ -26,9 +26,14 @@ import torch
 from conftest import REPO, run_cli
 
 import pyrovae
-from pyrovae.checkpoint import load_checkpoint
+from pyrovae.components.programs.vae import build_vae
 from pyrovae.config import Config, TrainConfig
-from pyrovae.distributed import (
+from pyrovae.errors import ConfigError
+from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.estimators import meanfield
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.directory import read_metrics
+from pyrovae.training.distributed import (
     BACKENDS,
     DistributedError,
     ELBOLoss,
@@ -38,11 +43,6 @@ from pyrovae.distributed import (
     launch_from_env,
     session,
 )
-from pyrovae.errors import ConfigError
-from pyrovae.estimators import meanfield
-from pyrovae.evaluate import negative_elbo
-from pyrovae.model import build_vae
-from pyrovae.run import read_metrics
 
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / "ddp_worker.py"

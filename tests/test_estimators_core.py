@@ -27,11 +27,11 @@ from pyro import poutine
 from torch.distributions import kl_divergence
 
 import pyrovae
-from pyrovae.data import load_splits
-from pyrovae.estimators import meanfield, trace
-from pyrovae.latent_weight import weight_latents
-from pyrovae.model import LATENT
-from pyrovae.priors import Prior
+from pyrovae.components.datasets import load_splits
+from pyrovae.components.priors.gaussian import Prior
+from pyrovae.components.programs.vae import LATENT
+from pyrovae.inference.estimators import meanfield, trace
+from pyrovae.inference.latent_weight import weight_latents
 from pyrovae.registry import _REGISTRY, register
 
 

@@ -10,10 +10,10 @@ from pyro import distributions as dist
 from pyro.infer import RenyiELBO
 
 from pyrovae.errors import ConfigError
-from pyrovae.estimators import ImportanceWeightedELBO
-from pyrovae.gradients import parameter_groups
-from pyrovae.importance import log_weights, particle_traces
-from pyrovae.linear_gaussian import marginal
+from pyrovae.evaluation.gradients import parameter_groups
+from pyrovae.inference.estimators import ImportanceWeightedELBO
+from pyrovae.inference.linear_gaussian import marginal
+from pyrovae.inference.log_weights import log_weights, particle_traces
 from pyrovae.registry import build
 from tests.linear_gaussian_vae import digits, linear_gaussian_vae, set_guide
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae.compare import compare, load_variants, merge_variant
 from pyrovae.errors import ConfigError
-from pyrovae.gradients import measure
+from pyrovae.evaluation.compare import compare, load_variants, merge_variant
+from pyrovae.evaluation.gradients import measure
 from tests.conftest import run_cli
 
 KEYS = {"elbo", "log_likelihood", "log_likelihood_stderr", "particles", "reconstruction", "kl"}

@@ -13,10 +13,10 @@ import torch
 from conftest import TINY, run_cli
 
 import pyrovae
-from pyrovae.checkpoint import load_checkpoint
 from pyrovae.errors import TrainingError
-from pyrovae.faults import StepGuard
-from pyrovae.run import CHECKPOINT_FILE, read_metrics
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.directory import CHECKPOINT_FILE, read_metrics
+from pyrovae.training.step_guard import StepGuard
 
 PLUGIN = str(Path(fault_components.__file__))
 STEPS = 26  # digits with batch_size = 50: ceil(1294 / 50) steps per epoch

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyrovae.errors import ConfigError
-from pyrovae.gradients import gradient_snr, measure, parse_estimator
+from pyrovae.evaluation.gradients import gradient_snr, measure, parse_estimator
 from pyrovae.registry import build
 from tests.linear_gaussian_vae import digits, linear_gaussian_vae, set_guide
 

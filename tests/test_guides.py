@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+from pyrovae.components.guides.flows import IAF, Planar
+from pyrovae.components.guides.gaussian import DiagonalNormal, FullNormal
 from pyrovae.errors import ConfigError
-from pyrovae.flow_guides import IAF, Planar
-from pyrovae.guides import DiagonalNormal, FullNormal
 
 
 def test_full_normal_covariance_is_the_cholesky_factor_squared():

@@ -19,9 +19,9 @@ from pyro import poutine
 from pyro.infer import TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
+from pyrovae.components.guides.kl import kl_mvn_diagonal_normal
+from pyrovae.components.programs.vae import LATENT, build_vae
 from pyrovae.config import Component, ModelConfig
-from pyrovae.kl import kl_mvn_diagonal_normal
-from pyrovae.model import LATENT, build_vae
 from pyrovae.registry import registered
 
 ANALYTIC = {

@@ -11,9 +11,9 @@ from pyro import distributions as dist
 from pyro.distributions.kl import kl_divergence
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.evaluate import active_units, evaluate
-from pyrovae.likelihood_estimate import importance_estimate
-from pyrovae.linear_gaussian import marginal, posterior
+from pyrovae.evaluation.evaluate import active_units, evaluate
+from pyrovae.inference.linear_gaussian import marginal, posterior
+from pyrovae.inference.marginal_likelihood import importance_estimate
 from tests.linear_gaussian_vae import NOISE, check_exact, digits, linear_gaussian_vae, set_guide
 
 N = 100  # digits test images: enough to average the per-datapoint errors, fast at K = 5000

@@ -1,6 +1,6 @@
 """Linear-Gaussian correctness: the VAE with a linear decoder and a Gaussian likelihood is
 probabilistic PCA, whose marginal N(b, W W^T + s^2 I), posterior and maximum likelihood are known
-in closed form (``pyrovae.linear_gaussian``).
+in closed form (``pyrovae.inference.linear_gaussian``).
 
 This file proves:
 - ``marginal`` is the model's p(x): it matches the 1-D Normal-Normal conjugate formula, a brute
@@ -26,10 +26,10 @@ from torch import nn
 
 import pyrovae
 from pyrovae import linear_gaussian as lg
-from pyrovae.data import load_splits
-from pyrovae.estimators import meanfield, trace
-from pyrovae.evaluate import negative_elbo
-from pyrovae.model import DATA_PLATE, LATENT
+from pyrovae.components.datasets import load_splits
+from pyrovae.components.programs.vae import DATA_PLATE, LATENT
+from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.estimators import meanfield, trace
 
 LINEAR_GAUSSIAN = [
     "data.binarize=none",

@@ -12,12 +12,12 @@ import torch
 from pyro import distributions as dist
 from torch.autograd.functional import jacobian
 
+from pyrovae.components.priors.flow import FLOW_TRANSFORMS, FlowPrior
+from pyrovae.components.priors.gaussian import MixturePrior
+from pyrovae.components.programs.vae import build_vae
 from pyrovae.config import Component, ModelConfig
 from pyrovae.errors import ConfigError
-from pyrovae.estimators import meanfield
-from pyrovae.flow_prior import FLOW_TRANSFORMS, FlowPrior
-from pyrovae.model import build_vae
-from pyrovae.priors import MixturePrior
+from pyrovae.inference.estimators import meanfield
 
 # float32 log-densities of a few nats: agreement to 1e-4 absolute is ~100 ulps of slack.
 ATOL = 1e-4

@@ -18,10 +18,10 @@ from pyro.nn import pyro_method
 from torch import nn
 
 import pyrovae
+from pyrovae.components.programs.base import observation
 from pyrovae.errors import ConfigError
-from pyrovae.estimators import differentiable_loss, dreg, iwae, stl, trace
-from pyrovae.likelihood_estimate import importance_estimate
-from pyrovae.program import observation
+from pyrovae.inference.estimators import differentiable_loss, dreg, iwae, stl, trace
+from pyrovae.inference.marginal_likelihood import importance_estimate
 
 
 @pyrovae.register("program", "test_cluster_vae")

@@ -17,9 +17,9 @@ from pyro.infer import SVI, Predictive, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, T
 from pyro.optim import Adam
 
 import pyrovae
-from pyrovae.distributed import Group
-from pyrovae.loop import TrainingLoop
 from pyrovae.registry import build, builtin
+from pyrovae.training.distributed import Group
+from pyrovae.training.loop import TrainingLoop
 
 CPU = torch.device("cpu")
 

@@ -21,10 +21,16 @@ import torch
 from conftest import REPO, TINY, run_cli, tiny
 
 import pyrovae
-from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.errors import CheckpointError, ConfigError
-from pyrovae.resume import capture_rng, config_differences, restore_rng
-from pyrovae.run import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
+from pyrovae.runs.checkpoint import load_checkpoint, save_checkpoint
+from pyrovae.runs.directory import (
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    read_metrics,
+)
+from pyrovae.training.resume import capture_rng, config_differences, restore_rng
 
 PLUGIN = str(Path(fault_components.__file__))
 
@@ -186,7 +192,7 @@ def test_checkpoints_every_n_epochs_and_the_best_by_validation_loss(tmp_path, mo
     """checkpoint_every = 2 over 5 epochs saves at epochs 2, 4 and 5 (the end); best.pt is the
     checkpointed epoch of lowest validation loss."""
     saved: list[tuple[str, int]] = []
-    loop_module = importlib.import_module("pyrovae.loop")
+    loop_module = importlib.import_module("pyrovae.training.loop")
     original = loop_module.save_checkpoint
 
     def spy(path, payload):

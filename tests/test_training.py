@@ -28,13 +28,13 @@ from PIL import Image
 from pyro import distributions as dist
 
 import pyrovae
-import pyrovae.distributed
-from pyrovae.data import check_likelihood, load_splits
-from pyrovae.estimators import differentiable_loss
-from pyrovae.evaluate import negative_elbo
-from pyrovae.likelihoods import Likelihood
+import pyrovae.training.distributed
+from pyrovae.components.datasets import check_likelihood, load_splits
+from pyrovae.components.likelihoods import Likelihood
+from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.estimators import differentiable_loss
 from pyrovae.registry import _REGISTRY, build, lookup, register
-from pyrovae.train import kl_weight
+from pyrovae.training.train import kl_weight
 
 CPU = torch.device("cpu")
 SMALL = [
@@ -201,14 +201,14 @@ def test_kl_warmup_schedule_values():
 
 def test_kl_warmup_reaches_the_model_at_every_step(tmp_path, monkeypatch):
     weights: list[float] = []
-    weight_latents = pyrovae.distributed.weight_latents
+    weight_latents = pyrovae.training.distributed.weight_latents
 
     def recording(fn, weight):
         if fn.__name__ == "model":
             weights.append(weight)
         return weight_latents(fn, weight)
 
-    monkeypatch.setattr(pyrovae.distributed, "weight_latents", recording)
+    monkeypatch.setattr(pyrovae.training.distributed, "weight_latents", recording)
     config = small_config("train.epochs=3", "train.warmup_epochs=2", "train.beta=0.5")
     run = pyrovae.train(config, out=tmp_path, quiet=True)
     steps = run.metrics[0]["step"]  # 13 steps per epoch: 1294 training digits, batches of 100
@@ -272,7 +272,7 @@ import torch
 from pyro import distributions as dist
 
 from pyrovae import register
-from pyrovae.likelihoods import Likelihood
+from pyrovae.components.likelihoods import Likelihood
 
 
 @register("likelihood", "plugin_laplace")

@@ -1,0 +1,331 @@
+"""``pyrovae compare``: train variants of one base config with the same seed and budget, evaluate
+each on the test split, and write a Markdown and a CSV table and plots.
+
+A variants file is TOML with one table per variant, each a partial config merged into the base::
+
+    [variants.iwae5]
+    train.estimator = { name = "iwae", particles = 5 }
+
+    [variants.learned_prior]
+    model.prior = "learned_normal"
+    train.lr = 3e-4
+
+A component given by name (a string, or a table with ``name``) replaces the base's component
+with its options; a table of options alone (``train.estimator = { particles = 10 }``) updates
+them. Finished runs and evaluations found in the output folder with the same config and
+evaluation settings are reused, so an interrupted comparison resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyrovae.config import Config, read_toml
+from pyrovae.errors import ConfigError
+from pyrovae.evaluation.evaluate import Evaluation, add_estimate_arguments, evaluate
+from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE
+from pyrovae.runs.directory import CHECKPOINT_FILE, CONFIG_FILE, read_metrics
+
+__all__ = [
+    "Result",
+    "load_variants",
+    "merge_variant",
+    "compare",
+    "write_tables",
+    "save_plots",
+    "add_parser",
+]
+
+EVALUATION_FILE = "evaluation.json"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One row of the comparison: a trained and evaluated variant."""
+
+    variant: str
+    estimator: str
+    epochs: int
+    seconds_per_epoch: float
+    evaluation: Evaluation
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "estimator": self.estimator,
+            "epochs": self.epochs,
+            "seconds_per_epoch": self.seconds_per_epoch,
+            **self.evaluation.to_dict(),
+        }
+
+
+def load_variants(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The ``[variants.NAME]`` tables of a TOML file, in file order."""
+    path = Path(path)
+    raw = read_toml(path, "variants file")
+    variants = raw.get("variants")
+    extra = sorted(set(raw) - {"variants"})
+    if extra or not isinstance(variants, dict) or not variants:
+        raise ConfigError(
+            f"variants file {str(path)!r} must hold only [variants.NAME] tables"
+            + (f"; unexpected: {', '.join(extra)}" if extra else "")
+        )
+    for name, table in variants.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"variants.{name}: expected a table of config keys")
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"variants.{name}: use letters, digits, '-' and '_' in names")
+    return variants
+
+
+def merge_variant(base: Mapping[str, Any], variant: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` (a config as a dict) updated by ``variant``; see the module docstring."""
+    merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for key, value in variant.items():
+        old = merged.get(key)
+        is_component = isinstance(old, Mapping) and "name" in old
+        replaces = isinstance(value, str) or (isinstance(value, Mapping) and "name" in value)
+        if isinstance(old, Mapping) and isinstance(value, Mapping) and not replaces:
+            merged[key] = merge_variant(old, value) if not is_component else {**old, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def compare(
+    base: Config,
+    variants: Mapping[str, Mapping[str, Any]],
+    out: str | Path,
+    particles: int = 5000,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    limit: int | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> list[Result]:
+    """Train and evaluate every variant under ``out/NAME``; write tables and plots in ``out``."""
+    from pyrovae.training.train import train
+
+    out = Path(out)
+    configs = {}
+    for name, variant in variants.items():
+        raw = merge_variant(base.to_dict(), variant)
+        raw["name"] = f"{base.name}-{name}"
+        try:
+            configs[name] = Config.from_dict(raw)
+        except ConfigError as error:
+            raise ConfigError(f"variant {name!r}: {error}") from None
+    results = []
+    settings = {"particles": particles, "limit": limit, "seed": 0}
+    for name, config in configs.items():
+        directory = out / name
+        if _finished(directory, config) and not overwrite:
+            _say(quiet, f"{name}: reusing the trained run in {directory}")
+        else:
+            _say(quiet, f"{name}: training ({config.train.epochs} epochs)")
+            train(config, out=directory, quiet=quiet, overwrite=True)
+        evaluation = _cached_evaluation(directory, settings)
+        if evaluation is None or overwrite:
+            _say(quiet, f"{name}: evaluating (K = {particles})")
+            evaluation = evaluate(
+                directory,
+                particles=particles,
+                chunk_size=chunk_size,
+                limit=limit,
+                device=str(_device(config)),
+                progress=not quiet,
+            )
+            cache = {
+                "settings": settings,
+                "evaluation": evaluation.to_dict(),
+                "log_likelihoods": list(evaluation.log_likelihoods),
+            }
+            (directory / EVALUATION_FILE).write_text(json.dumps(cache) + "\n")
+        metrics = read_metrics(directory)
+        seconds = sum(m["epoch_seconds"] for m in metrics) / max(1, len(metrics))
+        results.append(Result(name, _describe(config), config.train.epochs, seconds, evaluation))
+    write_tables(results, out)
+    save_plots(results, {name: read_metrics(out / name) for name in configs}, out)
+    return results
+
+
+def paired_difference(result: Result, baseline: Result) -> tuple[float, float]:
+    """-log p(x) of ``result`` minus that of ``baseline`` on the same test datapoints: the mean
+    of the per-datapoint differences and its standard error (much smaller than either
+    number's own, since the datapoints' difficulty cancels)."""
+    ours = torch.tensor(result.evaluation.log_likelihoods, dtype=torch.float64)
+    theirs = torch.tensor(baseline.evaluation.log_likelihoods, dtype=torch.float64)
+    if ours.shape != theirs.shape or len(ours) < 2:
+        return math.nan, math.nan
+    difference = theirs - ours
+    return float(difference.mean()), float(difference.std()) / math.sqrt(len(difference))
+
+
+def write_tables(results: list[Result], out: Path) -> None:
+    """``out/results.md`` (negative bounds in nats, lower is better) and ``out/results.csv``."""
+    rows = []
+    for r in results:
+        difference, stderr = paired_difference(r, results[0])
+        rows.append({**r.row(), "nll_minus_first": difference, "nll_minus_first_stderr": stderr})
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "results.md").write_text(markdown_table(results) + "\n")
+
+
+def markdown_table(results: list[Result]) -> str:
+    """The comparison as a Markdown table: -ELBO and -log p(x) per test datapoint, in nats."""
+    first = results[0].evaluation
+    lines = [
+        f"| variant | estimator | epochs | test -ELBO | test -log p(x), K={first.particles}"
+        f" | vs {results[0].variant} | KL | active units | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        e = r.evaluation
+        difference, stderr = paired_difference(r, results[0])
+        paired = "-" if r is results[0] else f"{difference:+.2f} ± {stderr:.2f}"
+        lines.append(
+            f"| {r.variant} | `{r.estimator}` | {r.epochs} | {-e.elbo:.2f}"
+            f" | {-e.log_likelihood:.2f} ± {e.log_likelihood_stderr:.2f} | {paired}"
+            f" | {e.kl:.2f} | {e.active_units}/{e.latent_dim} | {r.seconds_per_epoch:.1f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Per datapoint in nats on {first.datapoints} datapoints of the test split; lower is"
+        " better; ± is the standard error over datapoints. `vs "
+        f"{results[0].variant}`: the difference in -log p(x) on the same datapoints, with"
+        " its paired standard error. KL at beta = 1, analytic where registered."
+    )
+    return "\n".join(lines)
+
+
+def save_plots(results: list[Result], metrics: Mapping[str, list[dict]], out: Path) -> None:
+    """``learning_curves.png`` (validation and training loss per epoch, all variants) and
+    ``results.png`` (test -ELBO and -log p(x) as bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, records in metrics.items():
+        epochs = [m["epoch"] for m in records]
+        (line,) = axes[0].plot(epochs, [m["valid_loss"] for m in records], marker=".", label=name)
+        axes[1].plot(epochs, [m["train_loss"] for m in records], color=line.get_color())
+    axes[0].set_title("validation -ELBO (analytic KL)")
+    axes[1].set_title("training objective")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per datapoint")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(results)), 4))
+    positions = range(len(results))
+    width = 0.4
+    elbo = [-r.evaluation.elbo for r in results]
+    nll = [-r.evaluation.log_likelihood for r in results]
+    errors = [r.evaluation.log_likelihood_stderr for r in results]
+    ax.bar([p - width / 2 for p in positions], elbo, width, label="-ELBO")
+    k = results[0].evaluation.particles
+    ax.bar([p + width / 2 for p in positions], nll, width, yerr=errors, label=f"-log p(x), K={k}")
+    ax.set_xticks(list(positions), [r.variant for r in results], rotation=20)
+    low = min(nll + elbo)
+    ax.set_ylim(low - 0.1 * (max(elbo) - low + 1), max(elbo) + 0.05 * (max(elbo) - low + 1))
+    ax.set_ylabel("nats per test datapoint (lower is better)")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- helpers
+def _describe(config: Config) -> str:
+    estimator = config.train.estimator
+    options = dict(estimator.options)
+    particles = options.pop("particles", 1)
+    text = estimator.name + (f":{particles}" if particles != 1 else "")
+    return text + "".join(f",{k}={v}" for k, v in options.items())
+
+
+def _device(config: Config):
+    from pyrovae.runs.directory import resolve_device
+
+    return resolve_device(config.train.device)
+
+
+def _finished(directory: Path, config: Config) -> bool:
+    if not (directory / CHECKPOINT_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
+        return False
+    try:
+        saved = tomllib.loads((directory / CONFIG_FILE).read_text())
+    except tomllib.TOMLDecodeError:
+        return False
+    return saved == config.to_dict()
+
+
+def _cached_evaluation(directory: Path, settings: dict) -> Evaluation | None:
+    path = directory / EVALUATION_FILE
+    if not path.is_file() or path.stat().st_mtime < (directory / CHECKPOINT_FILE).stat().st_mtime:
+        return None
+    try:
+        cached = json.loads(path.read_text())
+        if cached["settings"] != settings:
+            return None
+        return Evaluation(**cached["evaluation"], log_likelihoods=tuple(cached["log_likelihoods"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(f"compare: {message}", flush=True)
+
+
+def command(args: argparse.Namespace, base: Config) -> int:
+    """``pyrovae compare``, given the base config the command line describes."""
+    variants = load_variants(args.variants)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{base.name}"
+    results = compare(
+        base,
+        variants,
+        out,
+        particles=args.particles,
+        chunk_size=args.chunk_size,
+        limit=args.limit,
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+    )
+    print(markdown_table(results))
+    print(f"\ntables and plots in {out}: results.md, results.csv, learning_curves.png, results.png")
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``pyrovae compare`` (the base config arguments are added by the caller)."""
+    parser = commands.add_parser(
+        "compare", help="train and evaluate variants of a config; write a table and plots"
+    )
+    parser.add_argument(
+        "--variants", metavar="FILE", required=True, help="TOML file of [variants.NAME] tables"
+    )
+    parser.add_argument("--out", metavar="DIR", help="output folder (runs/compare-<name>)")
+    add_estimate_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true", help="retrain and re-evaluate all")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser

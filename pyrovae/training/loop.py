@@ -1,0 +1,230 @@
+"""The training loop: epochs of Adam steps on the ELBO, the step guard, and checkpoints.
+
+The ELBO runs as a ``torch.nn.Module`` (``distributed.ELBOLoss``, under
+``DistributedDataParallel`` when torchrun started several processes). Pyro's validation checks
+the first batch (shapes, supports, reparameterization) and is then switched off for the hot
+loop; the data stays on the device and batches are index slices. A step with a non-finite loss
+or gradient is skipped on every rank together (``faults.StepGuard``); checkpoints are written at
+epoch ends by rank 0, and ``restore`` takes up the state one of them holds (``resume``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import TraceMeanField_ELBO
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyrovae.components.datasets import Splits, batch_slices
+from pyrovae.config import Config
+from pyrovae.errors import CheckpointError, ConfigError, PyrovaeError, TrainingError
+from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.estimators import check_estimator
+from pyrovae.registry import build
+from pyrovae.runs.checkpoint import save_checkpoint
+from pyrovae.runs.directory import BEST_FILE, CHECKPOINT_FILE, append_metrics, load_weights
+from pyrovae.training.distributed import Group
+from pyrovae.training.resume import capture_rng, restore_rng
+from pyrovae.training.step_guard import StepGuard
+
+__all__ = ["TrainingLoop", "kl_weight"]
+
+
+def kl_weight(step: int, beta: float, warmup_steps: int) -> float:
+    """Linear warm-up of the KL weight from beta / warmup_steps at step 0 to beta."""
+    if warmup_steps <= 0:
+        return beta
+    return beta * min(1.0, (step + 1) / warmup_steps)
+
+
+class TrainingLoop:
+    """State of one training run: model, optimizer, estimator, generators and counters.
+
+    Every rank of a multi-process run holds one, with equal parameters, optimizer state and
+    counters; only rank 0 (``group.is_main``) writes files.
+    """
+
+    def __init__(
+        self, config: Config, program: nn.Module, splits: Splits, group: Group, quiet: bool
+    ) -> None:
+        self.config = config
+        self.program = program
+        self.splits = splits
+        self.group = group
+        self.device = group.device
+        self.quiet = quiet
+        cfg = config.train
+        parameters = [p for p in program.parameters() if p.requires_grad]
+        if not parameters:
+            raise ConfigError(
+                "model.program: the program has no trainable parameters; nothing to train"
+            )
+        self.optimizer = torch.optim.Adam(parameters, lr=cfg.lr)
+        estimator = build(
+            "estimator",
+            cfg.estimator.name,
+            cfg.estimator.options,
+            "train.estimator",
+            max_plate_nesting=getattr(program, "max_plate_nesting", 1),
+        )
+        check_estimator(estimator)
+        if isinstance(estimator, TraceMeanField_ELBO) and not getattr(
+            program, "analytic_kl", False
+        ):
+            raise ConfigError(
+                "train.estimator: meanfield takes the KL per latent site in closed form, which is"
+                " biased for this program (its latent sites depend on each other); choose trace"
+            )
+        # forward(x, kl_weight) -> -ELBO summed over x; under DistributedDataParallel in torchrun
+        self.loss_fn = group.loss_module(estimator, program)
+        self.kl_weight = kl_weight(0, cfg.beta, 0)
+        # The batch order and binarization: seeded alike on every rank, so all draw the same.
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+        self.warmup_steps = cfg.warmup_epochs * self.steps_per_epoch
+        self.step = 0
+        self.epoch = 0  # the last epoch done
+        self.metrics: list[dict[str, Any]] = []
+        self.best_valid_loss = math.inf  # the lowest of the checkpointed epochs
+        self.guard = StepGuard(cfg.max_bad_steps, group.all_finite)
+
+    def run(self, directory: Path) -> list[dict[str, Any]]:
+        cfg = self.config.train
+        metrics = self.metrics
+        total = cfg.epochs * self.steps_per_epoch
+        with tqdm(
+            total=total, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True
+        ) as bar:
+            for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                started = time.perf_counter()
+                train_loss = self._epoch(bar, epoch)
+                seconds = time.perf_counter() - started
+                skipped = self.guard.end_epoch(epoch)  # equal on every rank: verdicts agree
+                self.program.eval()
+                valid_loss = self.group.mean(
+                    partial(negative_elbo, self.program), self.splits.valid
+                )
+                self.program.train()
+                if not math.isfinite(valid_loss):  # reduced over ranks: all stop together
+                    raise TrainingError(
+                        f"the validation loss is {valid_loss} after epoch {epoch}; the last"
+                        " checkpoint is intact: lower train.lr, set train.clip_norm, or check"
+                        " the data"
+                    )
+                record = {
+                    "epoch": epoch,
+                    "step": self.step,
+                    "train_loss": train_loss,
+                    "valid_loss": valid_loss,
+                    "kl_weight": self.kl_weight,
+                    "skipped_steps": skipped,
+                    "epoch_seconds": seconds,
+                }
+                metrics.append(record)
+                self.epoch = epoch
+                self._end_epoch(directory, record)
+                bar.set_postfix(epoch=epoch, loss=f"{train_loss:.2f}", valid=f"{valid_loss:.2f}")
+        return metrics
+
+    def _end_epoch(self, directory: Path, record: dict[str, Any]) -> None:
+        """Append the epoch's metrics and, every ``checkpoint_every`` epochs and at the end,
+        write the last checkpoint, and the best one if this epoch's validation loss is the
+        lowest so far. Rank 0 writes; a ``CheckpointError`` there is raised on every rank."""
+        cfg = self.config.train
+        save = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
+        best = save and record["valid_loss"] < self.best_valid_loss
+        if best:
+            self.best_valid_loss = record["valid_loss"]
+
+        def write() -> None:
+            append_metrics(directory, record)
+            if save:
+                payload = self.checkpoint(self.epoch)
+                if best:  # first: a crash in between leaves a best file as new as the last
+                    save_checkpoint(directory / BEST_FILE, payload)
+                save_checkpoint(directory / CHECKPOINT_FILE, payload)  # atomic, each
+
+        self.group.on_main(write)
+
+    def _epoch(self, bar: tqdm, epoch: int) -> float:
+        cfg = self.config.train
+        x_train = self.splits.training_epoch(self.generator)
+        total = torch.zeros((), device=self.device)
+        n = len(x_train)
+        counted = 0  # datapoints of the steps that were not skipped (over all ranks)
+        for indices in batch_slices(n, cfg.batch_size, self.generator, self.device):
+            batch = x_train[self.group.shard(indices)]  # this rank's share of the global batch
+            self.kl_weight = kl_weight(self.step, cfg.beta, self.warmup_steps)
+            with pyro.validation_enabled(self.step == 0):
+                loss_sum = self._loss(batch, self.kl_weight)
+            loss = loss_sum * self.group.loss_scale(len(indices))  # mean over the global batch
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # every rank, every step: DDP averages the gradients here
+            # A non-finite loss or gradient on any rank is skipped by all: it never reaches the
+            # parameters.
+            if self.guard.check(loss, self.program.parameters(), cfg.clip_norm, epoch, self.step):
+                self.optimizer.step()
+                total += loss_sum.detach()
+                counted += len(indices)
+            self.step += 1
+            bar.update(1)
+        return float(self.group.sum(total)) / counted if counted else math.nan
+
+    def _loss(self, batch: torch.Tensor, weight: float) -> torch.Tensor:
+        """The negative ELBO summed over ``batch``; Pyro's checks of the first step become
+        one-line errors."""
+        try:
+            with warnings.catch_warnings():
+                # Pyro warns of every NaN loss; the guard counts them into the metrics instead.
+                warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+                return self.loss_fn(batch, kl_weight=weight)
+        except PyrovaeError:
+            raise
+        except (ValueError, RuntimeError) as error:
+            if self.step > 0:
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise TrainingError(
+                f"the first training step failed Pyro's checks of the model and guide: {first}"
+            ) from error
+
+    def checkpoint(self, epoch: int) -> dict[str, Any]:
+        """The state ``restore`` takes up; the generators' are this process's (rank 0's)."""
+        return {
+            "config": self.config.to_dict(),
+            "x_shape": list(self.splits.x_shape),
+            "model": self.program.state_dict(),  # the plain program's: no DDP "module." prefix
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "step": self.step,
+            "device": self.device.type,
+            "rng": capture_rng(self.generator),
+            "metrics": list(self.metrics),
+            "best_valid_loss": self.best_valid_loss,
+            "bad_steps_in_row": self.guard.in_a_row,
+        }
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Take up the state ``checkpoint`` saved (``resume.open_resume`` checked its keys),
+        on every rank: the model, Adam's state, the counters and every generator as rank 0 had
+        them (ranks > 0 then reseed Pyro's stream: ``Group.seed_sampling``)."""
+        load_weights(self.program, payload["model"])
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise CheckpointError(
+                f"the checkpoint's optimizer state does not fit the model: {error}"
+            ) from None
+        self.epoch, self.step = payload["epoch"], payload["step"]
+        self.metrics = list(payload["metrics"])
+        self.best_valid_loss = payload["best_valid_loss"]
+        self.guard.in_a_row = payload["bad_steps_in_row"]
+        restore_rng(payload["rng"], self.generator)
