@@ -7,6 +7,8 @@ name in a config file; any Pyro program can be registered as a whole. Importing 
 no global state: no Pyro setting, nothing in the param store.
 """
 
+import pyrovae.components  # noqa: F401  (registers the built-in components)
+import pyrovae.inference.estimators  # noqa: F401  (registers the estimators)
 from pyrovae.components.datasets import Dataset, load_splits
 from pyrovae.components.programs.base import DATA_PLATE, Program, build_program
 from pyrovae.components.programs.vae import LATENT, OBSERVED, VAE, build_vae
@@ -15,8 +17,7 @@ from pyrovae.errors import CheckpointError, ConfigError, DataError, PyrovaeError
 from pyrovae.evaluation.evaluate import Evaluation, evaluate
 from pyrovae.registry import register, registered
 from pyrovae.runs.directory import Run, load_run
-from pyrovae.training.resume import resume
-from pyrovae.training.train import train
+from pyrovae.training.train import resume, train
 
 __all__ = [
     "Component",

@@ -76,7 +76,6 @@ def register(kind: str, name: str) -> Callable[[T], T]:
 
 def registered(kind: str) -> list[str]:
     """The names registered for ``kind``, sorted."""
-    _load_builtins()
     return sorted(_REGISTRY[kind])
 
 
@@ -89,7 +88,6 @@ def builtin(kind: str) -> list[str]:
 
 def lookup(kind: str, name: str, where: str | None = None) -> Callable[..., Any]:
     """The component registered as ``name``, or a ConfigError that lists the valid names."""
-    _load_builtins()
     try:
         return _REGISTRY[kind][name]
     except KeyError:
@@ -204,16 +202,3 @@ def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
         return typing.get_type_hints(target)
     except Exception:  # unresolvable annotations in a user's component: skip type checks
         return {}
-
-
-_builtins_loaded = False
-
-
-def _load_builtins() -> None:
-    """Import the modules that register pyrovae's own components (once, lazily)."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    import pyrovae.components  # noqa: F401  (its modules register the built-ins)
-    import pyrovae.inference.estimators  # noqa: F401

@@ -26,8 +26,8 @@ from PIL import Image
 import pyrovae
 from pyrovae.cli.config_reference import config_reference
 from pyrovae.components.datasets import load_splits
-from pyrovae.evaluation.plots import MIN_SIDE
 from pyrovae.registry import builtin
+from pyrovae.runs.pictures import MIN_SIDE
 
 DIGITS = str(REPO / "examples" / "configs" / "digits.toml")
 MNIST = str(REPO / "examples" / "configs" / "mnist.toml")

@@ -30,7 +30,8 @@ from pyrovae.runs.directory import (
     METRICS_FILE,
     read_metrics,
 )
-from pyrovae.training.resume import capture_rng, config_differences, restore_rng
+from pyrovae.training.resume import config_differences
+from pyrovae.training.rng import capture_rng, restore_rng
 
 PLUGIN = str(Path(fault_components.__file__))
 

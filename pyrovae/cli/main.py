@@ -93,8 +93,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from pyrovae.components.programs.base import own_param_store
-    from pyrovae.evaluation.plots import sample, save_grid
     from pyrovae.runs.directory import load_run
+    from pyrovae.runs.pictures import sample, save_grid
 
     if args.count < 1:
         raise PyrovaeError(f"--count must be at least 1, got {args.count}")

@@ -17,14 +17,13 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyrovae.components.programs.base import check_program, own_param_store
 from pyrovae.errors import ConfigError
+from pyrovae.inference.elbo import negative_elbo  # noqa: F401  (re-exported)
 from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE, importance_estimate
 
 __all__ = [
-    "negative_elbo",
     "Evaluation",
     "evaluate",
     "evaluate_model",
@@ -34,28 +33,6 @@ __all__ = [
 
 #: Burda et al. (2015): a latent dimension is active when Cov_x(E_q[z]) exceeds this.
 ACTIVE_THRESHOLD = 0.01
-
-
-@torch.no_grad()
-def negative_elbo(
-    program: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000, particles: int = 1
-) -> float:
-    """The negative ELBO per datapoint in nats, at weight beta = 1: with the analytic KL where
-    registered if the program allows it (``Program.analytic_kl``), else Monte Carlo.
-
-    The same bound whatever estimator trained the model, so runs compare on one scale.
-    """
-    elbo_class = TraceMeanField_ELBO if getattr(program, "analytic_kl", False) else Trace_ELBO
-    elbo = elbo_class(
-        num_particles=particles,
-        vectorize_particles=particles > 1,
-        max_plate_nesting=getattr(program, "max_plate_nesting", 1),
-    )
-    total = 0.0
-    with pyro.validation_enabled(False):
-        for chunk in x.split(batch_size):
-            total += float(elbo.differentiable_loss(program.model, program.guide, chunk))
-    return total / len(x)
 
 
 @dataclass(frozen=True)

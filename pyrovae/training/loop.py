@@ -26,13 +26,13 @@ from tqdm.auto import tqdm
 from pyrovae.components.datasets import Splits, batch_slices
 from pyrovae.config import Config
 from pyrovae.errors import CheckpointError, ConfigError, PyrovaeError, TrainingError
-from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.elbo import negative_elbo
 from pyrovae.inference.estimators import check_estimator
 from pyrovae.registry import build
 from pyrovae.runs.checkpoint import save_checkpoint
 from pyrovae.runs.directory import BEST_FILE, CHECKPOINT_FILE, append_metrics, load_weights
 from pyrovae.training.distributed import Group
-from pyrovae.training.resume import capture_rng, restore_rng
+from pyrovae.training.rng import capture_rng, restore_rng
 from pyrovae.training.step_guard import StepGuard
 
 __all__ = ["TrainingLoop", "kl_weight"]

@@ -31,29 +31,24 @@ uninterrupted run.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pyrovae.config import Config, load_config
 from pyrovae.errors import CheckpointError, ConfigError, PyrovaeError
 from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint
-from pyrovae.runs.directory import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, Run
+from pyrovae.runs.directory import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
 
 __all__ = [
     "RESUMABLE_KEYS",
     "ResumePoint",
-    "capture_rng",
-    "restore_rng",
     "config_differences",
     "resume_config",
     "open_resume",
-    "resume",
 ]
 
 #: Config keys a resumed run may change; any other difference is refused.
@@ -132,56 +127,6 @@ class ResumePoint:
 
 
 # -------------------------------------------------------------------- generators
-def capture_rng(generator: torch.Generator) -> dict[str, Any]:
-    """The state of every random generator a training run draws from, as tensors and numbers."""
-    version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    return {
-        "torch": torch.get_rng_state(),
-        # The training device's generator alone: under torchrun each rank draws on its own GPU,
-        # and a run resumes on a machine with another number of GPUs.
-        "cuda": [torch.cuda.get_rng_state(generator.device)]
-        if generator.device.type == "cuda"
-        else [],
-        "data": generator.get_state(),
-        "python": {
-            "version": version,
-            "state": torch.tensor(internal, dtype=torch.int64),
-            "gauss": gauss,
-        },
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-    }
-
-
-def restore_rng(state: Mapping[str, Any], generator: torch.Generator) -> None:
-    """Put every generator back in the state ``capture_rng`` recorded."""
-    try:
-        torch.set_rng_state(state["torch"].cpu())
-        if generator.device.type == "cuda":
-            if len(state["cuda"]) != 1:
-                raise ValueError(f"it holds {len(state['cuda'])} CUDA generators, not 1")
-            torch.cuda.set_rng_state(state["cuda"][0].cpu(), generator.device)
-        generator.set_state(state["data"].cpu())
-        python = state["python"]
-        internal = tuple(int(v) for v in python["state"].tolist())
-        random.setstate((int(python["version"]), internal, python["gauss"]))
-        numpy = state["numpy"]
-        keys = numpy["keys"].numpy().astype(np.uint32)
-        np.random.set_state(
-            ("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
-        )
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        raise CheckpointError(
-            f"checkpoint's random generator states are damaged: {error}"
-        ) from None
-
-
-# ------------------------------------------------------------------------ config
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """The dotted keys whose values differ between two config dicts, in order."""
     a, b = _flatten(old), _flatten(new)
@@ -231,13 +176,6 @@ def open_resume(run_dir: str | Path, config: Config) -> ResumePoint:
             f" {point.epoch} to train it further"
         )
     return point
-
-
-def resume(run_dir: str | Path, overrides: Iterable[str] = (), quiet: bool = False) -> Run:
-    """Go on with the run in ``run_dir`` from its last checkpoint (``train.epochs=N`` extends)."""
-    from pyrovae.training.train import train
-
-    return train(resume_config(run_dir, None, overrides), quiet=quiet, resume=run_dir)
 
 
 # --------------------------------------------------------------------- internals

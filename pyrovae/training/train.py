@@ -9,6 +9,7 @@ and errors (``Group.on_main``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyro
@@ -19,13 +20,13 @@ from pyrovae.components.likelihoods import Likelihood
 from pyrovae.components.programs.base import build_program, own_param_store
 from pyrovae.config import Config
 from pyrovae.errors import ConfigError
-from pyrovae.evaluation.plots import save_learning_curves, save_reconstructions, save_samples
 from pyrovae.runs.directory import Run, check_output_location, default_run_dir, prepare_run_dir
+from pyrovae.runs.pictures import save_learning_curves, save_reconstructions, save_samples
 from pyrovae.training.distributed import Group, session
 from pyrovae.training.loop import TrainingLoop, kl_weight
-from pyrovae.training.resume import ResumePoint, open_resume
+from pyrovae.training.resume import ResumePoint, open_resume, resume_config
 
-__all__ = ["train", "kl_weight"]
+__all__ = ["train", "resume", "kl_weight"]
 
 
 def train(
@@ -101,3 +102,8 @@ def _save_pictures(
     save_samples(program, directory / "samples.png")
     save_reconstructions(program, splits.valid, directory / "reconstructions.png")
     save_learning_curves(metrics, directory / "learning_curves.png")
+
+
+def resume(run_dir: str | Path, overrides: Iterable[str] = (), quiet: bool = False) -> Run:
+    """Go on with the run in ``run_dir`` from its last checkpoint (``train.epochs=N`` extends)."""
+    return train(resume_config(run_dir, None, overrides), quiet=quiet, resume=run_dir)
