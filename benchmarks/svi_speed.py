@@ -36,7 +36,8 @@ from pyro.infer import SVI, Trace_ELBO
 
 import pyrovae
 from pyrovae.components.datasets import load_splits
-from pyrovae.components.programs.base import build_program, own_param_store
+from pyrovae.components.programs import build_program
+from pyrovae.param_store import own_param_store
 
 VALIDATION_IMAGES = 1000
 

@@ -20,7 +20,7 @@ from pyro.nn import pyro_method
 from torch import nn
 
 import pyrovae
-from pyrovae.components.programs.base import observation
+from pyrovae.components.base import observation
 
 
 @pyrovae.register("program", "cluster_vae")

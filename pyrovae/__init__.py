@@ -9,8 +9,9 @@ no global state: no Pyro setting, nothing in the param store.
 
 import pyrovae.components  # noqa: F401  (registers the built-in components)
 import pyrovae.inference.estimators  # noqa: F401  (registers the estimators)
+from pyrovae.components.base import DATA_PLATE, Program, observation
 from pyrovae.components.datasets import Dataset, load_splits
-from pyrovae.components.programs.base import DATA_PLATE, Program, build_program
+from pyrovae.components.programs import build_program
 from pyrovae.components.programs.vae import LATENT, OBSERVED, VAE, build_vae
 from pyrovae.config import Component, Config, DataConfig, ModelConfig, TrainConfig, load_config
 from pyrovae.errors import CheckpointError, ConfigError, DataError, PyrovaeError, TrainingError
@@ -39,6 +40,7 @@ __all__ = [
     "build_vae",
     "DATA_PLATE",
     "Program",
+    "observation",
     "build_program",
     "register",
     "registered",

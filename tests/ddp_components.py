@@ -22,7 +22,7 @@ import torch
 from pyro import distributions as dist
 
 from pyrovae import register
-from pyrovae.components.guides.gaussian import VariationalFamily
+from pyrovae.components.base import VariationalFamily
 from pyrovae.components.likelihoods import Bernoulli
 from pyrovae.components.networks.mlp import MLP
 

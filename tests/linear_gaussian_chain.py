@@ -49,7 +49,7 @@ class LinearGaussianChain(pyrovae.Program):
                 "z1", dist.Normal(z2 @ self.A.T + self.a, self.log_s1.exp()).to_event(1)
             )
             loc = z1 @ self.B.T + self.b
-            obs = pyrovae.components.programs.base.observation(x)
+            obs = pyrovae.observation(x)
             return pyro.sample("x", dist.Normal(loc, self.log_s0.exp()).to_event(1), obs=obs)
 
     @pyro_method

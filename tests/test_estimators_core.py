@@ -27,8 +27,8 @@ from pyro import poutine
 from torch.distributions import kl_divergence
 
 import pyrovae
+from pyrovae.components.base import Prior
 from pyrovae.components.datasets import load_splits
-from pyrovae.components.priors.gaussian import Prior
 from pyrovae.components.programs.vae import LATENT
 from pyrovae.inference.estimators import meanfield, trace
 from pyrovae.inference.latent_weight import weight_latents

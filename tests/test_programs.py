@@ -18,7 +18,7 @@ from pyro.nn import pyro_method
 from torch import nn
 
 import pyrovae
-from pyrovae.components.programs.base import observation
+from pyrovae.components.base import observation
 from pyrovae.errors import ConfigError
 from pyrovae.inference.estimators import differentiable_loss, dreg, iwae, stl, trace
 from pyrovae.inference.marginal_likelihood import importance_estimate

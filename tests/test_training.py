@@ -29,8 +29,8 @@ from pyro import distributions as dist
 
 import pyrovae
 import pyrovae.training.distributed
+from pyrovae.components.base import Likelihood
 from pyrovae.components.datasets import check_likelihood, load_splits
-from pyrovae.components.likelihoods import Likelihood
 from pyrovae.evaluation.evaluate import negative_elbo
 from pyrovae.inference.estimators import differentiable_loss
 from pyrovae.registry import _REGISTRY, build, lookup, register
@@ -272,7 +272,7 @@ import torch
 from pyro import distributions as dist
 
 from pyrovae import register
-from pyrovae.components.likelihoods import Likelihood
+from pyrovae.components.base import Likelihood
 
 
 @register("likelihood", "plugin_laplace")

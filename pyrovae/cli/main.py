@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from pyrovae.components.programs.base import own_param_store
+    from pyrovae.param_store import own_param_store
     from pyrovae.runs.directory import load_run
     from pyrovae.runs.pictures import sample, save_grid
 

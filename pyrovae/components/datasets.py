@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrovae.components.likelihoods import Likelihood
+from pyrovae.components.base import Likelihood
 from pyrovae.config import DataConfig
 from pyrovae.errors import DataError
 from pyrovae.registry import lookup, register

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from pyro import distributions as dist
 from pyro.distributions import constraints
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 
+from pyrovae.components.base import Likelihood
 from pyrovae.registry import register
 
 __all__ = [
@@ -21,21 +22,6 @@ __all__ = [
     "Laplace",
     "StudentT",
 ]
-
-
-class Likelihood(PyroModule):
-    """Base class: implement ``forward(params) -> Distribution`` with event shape ``x_shape``."""
-
-    data_range: tuple[float, float] | None = None
-    requires_binary: bool = False
-
-    def __init__(self, x_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.x_shape = tuple(x_shape)
-        self.param_shape = self.x_shape
-
-    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
-        raise NotImplementedError
 
 
 @register("likelihood", "bernoulli")

@@ -18,10 +18,11 @@ from typing import Any
 import pyro
 import torch
 
-from pyrovae.components.programs.base import check_program, own_param_store
+from pyrovae.components.programs import check_program
 from pyrovae.errors import ConfigError
 from pyrovae.inference.elbo import negative_elbo  # noqa: F401  (re-exported)
 from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE, importance_estimate
+from pyrovae.param_store import own_param_store
 
 __all__ = [
     "Evaluation",

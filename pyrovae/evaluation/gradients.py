@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import ELBO
 
-from pyrovae.components.programs.base import own_param_store, parameter_groups
 from pyrovae.errors import ConfigError
 from pyrovae.inference.estimators import check_estimator, differentiable_loss
+from pyrovae.param_store import own_param_store
 from pyrovae.registry import build
 
 __all__ = [
@@ -66,6 +67,29 @@ def parse_estimator(spec: str) -> tuple[str, dict]:
         except ValueError:
             options[key.strip()] = value
     return name, options
+
+
+def parameter_groups(program: torch.nn.Module, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """The trainable parameters the guide uses (``encoder``) and those only the model uses
+    (``decoder``), read from the ``pyro.param`` sites of one run of each on ``x``."""
+    with own_param_store():
+        guide_trace = poutine.trace(program.guide, param_only=True).get_trace(x)
+        model_trace = poutine.trace(program.model, param_only=True).get_trace(x)
+    guide = _params(guide_trace)
+    guide_ids = {id(p) for p in guide}
+    model = [p for p in _params(model_trace) if id(p) not in guide_ids]
+    return {"encoder": guide, "decoder": model}
+
+
+def _params(trace: poutine.Trace) -> list[torch.Tensor]:
+    seen: dict[int, torch.Tensor] = {}
+    for site in trace.nodes.values():
+        if site["type"] == "param":
+            value = site["value"]
+            leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
+            if leaf.requires_grad:
+                seen.setdefault(id(leaf), leaf)
+    return list(seen.values())
 
 
 def gradient_snr(

@@ -14,7 +14,7 @@ import torch
 from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint
 from pyrovae.config import Config
 from pyrovae.errors import CheckpointError, ConfigError
-from pyrovae.components.programs.base import build_program
+from pyrovae.components.programs import build_program
 
 __all__ = [
     "CONFIG_FILE",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.components.programs.base import Program, generate, reconstruct
+from pyrovae.components.base import Program, generate, reconstruct
 
 #: Images narrower than this are enlarged by an integer factor so a grid is legible.
 MIN_SIDE = 28

@@ -15,11 +15,12 @@ from pathlib import Path
 import pyro
 import torch
 
+from pyrovae.components.base import Likelihood
 from pyrovae.components.datasets import Splits, check_likelihood, load_splits
-from pyrovae.components.likelihoods import Likelihood
-from pyrovae.components.programs.base import build_program, own_param_store
+from pyrovae.components.programs import build_program
 from pyrovae.config import Config
 from pyrovae.errors import ConfigError
+from pyrovae.param_store import own_param_store
 from pyrovae.runs.directory import Run, check_output_location, default_run_dir, prepare_run_dir
 from pyrovae.runs.pictures import save_learning_curves, save_reconstructions, save_samples
 from pyrovae.training.distributed import Group, session

@@ -16,7 +16,7 @@ from pyro import distributions as dist
 from pyro.distributions import transforms as T
 from torch import nn
 
-from pyrovae.components.guides.gaussian import VariationalFamily
+from pyrovae.components.base import VariationalFamily
 from pyrovae.errors import ConfigError
 from pyrovae.registry import register
 

@@ -9,35 +9,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 from torch.distributions.utils import vec_to_tril_matrix
 
+from pyrovae.components.base import VariationalFamily
 from pyrovae.components.guides import kl  # noqa: F401  (registers KL(MVN || diagonal normal) for TraceMeanField_ELBO)
 from pyrovae.registry import register
 
 __all__ = ["VariationalFamily", "DiagonalNormal", "FullNormal"]
-
-
-class VariationalFamily(PyroModule):
-    """Base class: set ``param_shape`` and implement ``forward(params) -> Distribution``.
-
-    ``scores_any_point`` says whether ``log_prob`` works at any z, not only at the family's own
-    samples (flows without an inverse score only their cached samples); the VampPrior needs it.
-    """
-
-    param_shape: tuple[int, ...]
-    scores_any_point: bool = True
-
-    def __init__(self, latent_dim: int) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-
-    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
-        raise NotImplementedError
-
-    def point(self, params: torch.Tensor) -> torch.Tensor:
-        """A representative z for reconstructions: the mean of q(z|x) unless overridden."""
-        return self(params).mean
 
 
 @register("guide", "diagonal_normal")

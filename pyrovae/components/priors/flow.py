@@ -18,7 +18,7 @@ from pyro import distributions as dist
 from pyro.distributions import transforms as T
 from torch import nn
 
-from pyrovae.components.priors.gaussian import Prior
+from pyrovae.components.base import Prior
 from pyrovae.errors import ConfigError
 from pyrovae.registry import register
 

@@ -9,22 +9,12 @@ from __future__ import annotations
 import torch
 from pyro import distributions as dist
 from pyro.distributions import constraints
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 
+from pyrovae.components.base import Prior
 from pyrovae.registry import register
 
 __all__ = ["Prior", "StandardNormal", "LearnedNormal", "MixturePrior"]
-
-
-class Prior(PyroModule):
-    """Base class: subclass it and implement ``forward() -> Distribution`` (event dim 1)."""
-
-    def __init__(self, latent_dim: int) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-
-    def forward(self) -> dist.TorchDistribution:
-        raise NotImplementedError
 
 
 @register("prior", "standard_normal")

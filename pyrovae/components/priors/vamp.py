@@ -14,8 +14,7 @@ from pyro import distributions as dist
 from pyro.nn import PyroParam
 from torch import nn
 
-from pyrovae.components.guides.gaussian import VariationalFamily
-from pyrovae.components.priors.gaussian import Prior
+from pyrovae.components.base import Prior, VariationalFamily
 from pyrovae.errors import ConfigError
 from pyrovae.registry import register
 

@@ -7,10 +7,10 @@ import pyro
 import torch
 from pyro.nn import pyro_method
 
+from pyrovae.components.base import DATA_PLATE, OBSERVED, Program, observation
 from pyrovae.components.guides.gaussian import DiagonalNormal
 from pyrovae.components.networks.mlp import MLP, Activation
 from pyrovae.components.priors.gaussian import StandardNormal
-from pyrovae.components.programs.base import DATA_PLATE, OBSERVED, Program, observation
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError
 from pyrovae.registry import build, register

@@ -8,10 +8,15 @@ import torch
 from pyro import distributions as dist
 from pyro.nn import pyro_method
 
-from pyrovae.components.guides.gaussian import VariationalFamily
-from pyrovae.components.likelihoods import Likelihood
-from pyrovae.components.priors.gaussian import Prior
-from pyrovae.components.programs.base import DATA_PLATE, OBSERVED, Program, observation
+from pyrovae.components.base import (
+    DATA_PLATE,
+    OBSERVED,
+    Likelihood,
+    Prior,
+    Program,
+    VariationalFamily,
+    observation,
+)
 from pyrovae.config import ModelConfig
 from pyrovae.registry import build, register
 

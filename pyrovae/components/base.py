@@ -1,8 +1,9 @@
-"""The extension point for whole models: a ``Program`` is a ``PyroModule`` holding a Pyro model
-and its guide, registered under kind ``program`` and chosen by ``model.program`` in a config.
+"""The contracts of pyrovae's components, in one place: a ``Program`` (a whole model/guide pair)
+and the parts the one-site VAE is built from, ``Prior``, ``VariationalFamily`` and
+``Likelihood``. Subclass one, register it by name (``pyrovae.register``), choose it in a config.
 
-The contract every pyrovae tool relies on, whatever the program's shape (one latent site or
-several, nested plates, discrete sites):
+A program's contract, whatever its shape (one latent site or several, nested plates, discrete
+sites):
 
 - ``model(x=None, batch_size=None)`` puts every sample site inside ``pyro.plate(DATA_PLATE, n)``
   over the first dimension of ``x`` and scores ``x`` at the site ``OBSERVED``; called with
@@ -21,30 +22,25 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
 
-import pyro
 import torch
+from pyro import distributions as dist
 from pyro import poutine
 from pyro.nn import PyroModule
 
-from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError
-from pyrovae.registry import build, lookup
 
 __all__ = [
     "DATA_PLATE",
     "OBSERVED",
     "Program",
+    "Prior",
+    "VariationalFamily",
+    "Likelihood",
     "observation",
     "generate",
     "reconstruct",
-    "parameter_groups",
-    "own_param_store",
-    "check_program",
-    "build_program",
 ]
 
 #: The plate over datapoints and the observed site, shared by every program.
@@ -152,73 +148,49 @@ def reconstruct(model: Callable, guide: Callable, x: torch.Tensor) -> torch.Tens
     return _mean(_observed_site(trace))
 
 
-def parameter_groups(program: torch.nn.Module, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-    """The trainable parameters the guide uses (``encoder``) and those only the model uses
-    (``decoder``), read from the ``pyro.param`` sites of one run of each on ``x``."""
-    with own_param_store():
-        guide_trace = poutine.trace(program.guide, param_only=True).get_trace(x)
-        model_trace = poutine.trace(program.model, param_only=True).get_trace(x)
-    guide = _params(guide_trace)
-    guide_ids = {id(p) for p in guide}
-    model = [p for p in _params(model_trace) if id(p) not in guide_ids]
-    return {"encoder": guide, "decoder": model}
+class Prior(PyroModule):
+    """Base class: subclass it and implement ``forward() -> Distribution`` (event dim 1)."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def forward(self) -> dist.TorchDistribution:
+        raise NotImplementedError
 
 
-def _params(trace: poutine.Trace) -> list[torch.Tensor]:
-    seen: dict[int, torch.Tensor] = {}
-    for site in trace.nodes.values():
-        if site["type"] == "param":
-            value = site["value"]
-            leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
-            if leaf.requires_grad:
-                seen.setdefault(id(leaf), leaf)
-    return list(seen.values())
+class VariationalFamily(PyroModule):
+    """Base class: set ``param_shape`` and implement ``forward(params) -> Distribution``.
 
-
-@contextmanager
-def own_param_store() -> Iterator[None]:
-    """Pyro's param store as pyrovae found it, before and after: what pyrovae's own calls
-    register there (its programs' parameters) is gone when they return."""
-    with pyro.get_param_store().scope():
-        yield
-
-
-def check_program(program: Any, what: str = "model") -> None:
-    """Refuse, in one line, an object that is not a model/guide pair pyrovae can drive."""
-    missing = [name for name in ("model", "guide") if not callable(getattr(program, name, None))]
-    if not isinstance(program, torch.nn.Module) or missing:
-        lacks = f"no {' or '.join(missing)} method" if missing else "not a torch.nn.Module"
-        raise ConfigError(
-            f"{what}: {type(program).__name__} is {lacks}; pass a pyrovae.Program (a"
-            " PyroModule with model(x) and guide(x))"
-        )
-
-
-def build_program(config: ModelConfig, x_shape: tuple[int, ...]) -> torch.nn.Module:
-    """Build the program named by ``config.program`` for data of shape ``x_shape``.
-
-    A program reads the other ``model`` keys it lists in ``config_sections`` (the ``vae``
-    program reads them all); setting a key the chosen program does not read is an error, never
-    silently ignored.
+    ``scores_any_point`` says whether ``log_prob`` works at any z, not only at the family's own
+    samples (flows without an inverse score only their cached samples); the VampPrior needs it.
     """
-    name = config.program.name
-    factory = lookup("program", name, "model.program")
-    used = set(getattr(factory, "config_sections", ()))
-    defaults = ModelConfig.defaults()
-    for key in config.settable_sections():
-        if key not in used and getattr(config, key) != getattr(defaults, key):
-            raise ConfigError(
-                f"model.{key}: program {name!r} does not use it; remove it, or choose"
-                " model.program = 'vae'"
-            )
-    program = build(
-        "program",
-        name,
-        config.program.options,
-        "model.program",
-        model_config=config,
-        x_shape=tuple(x_shape),
-        latent_dim=config.latent_dim,
-    )
-    check_program(program, "model.program")
-    return program
+
+    param_shape: tuple[int, ...]
+    scores_any_point: bool = True
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
+        raise NotImplementedError
+
+    def point(self, params: torch.Tensor) -> torch.Tensor:
+        """A representative z for reconstructions: the mean of q(z|x) unless overridden."""
+        return self(params).mean
+
+
+class Likelihood(PyroModule):
+    """Base class: implement ``forward(params) -> Distribution`` with event shape ``x_shape``."""
+
+    data_range: tuple[float, float] | None = None
+    requires_binary: bool = False
+
+    def __init__(self, x_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        self.param_shape = self.x_shape
+
+    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
+        raise NotImplementedError
