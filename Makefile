@@ -1,4 +1,4 @@
-.PHONY: lint format test reference
+.PHONY: lint format test reference docs
 lint:
 	ruff check . && ruff format --check .
 format:
@@ -7,3 +7,5 @@ test:
 	python -m pytest
 reference:
 	python -m pyrovae config --reference
+docs:
+	sphinx-build -W --keep-going -b html docs docs/_build/html
