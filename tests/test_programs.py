@@ -177,6 +177,17 @@ def chain() -> tuple[LinearGaussianChain, torch.Tensor]:
 GUIDE = ("M", "c", "L1", "K", "k", "L2")
 
 
+def perturb_guide(program: LinearGaussianChain, seed: int, spread: float = 0.3) -> None:
+    """Move every guide parameter away from the exact posterior by N(0, spread^2) noise."""
+    generator = torch.Generator().manual_seed(seed)
+    exact = program.exact_guide()
+    noise = {
+        k: spread * torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        for k, v in exact.items()
+    }
+    program.set_guide({k: v + noise[k] for k, v in exact.items()})
+
+
 def guide_gradient(program, x, estimator) -> torch.Tensor:
     loss = differentiable_loss(estimator, program.model, program.guide, x)
     grads = torch.autograd.grad(loss, [getattr(program, n) for n in GUIDE])
@@ -206,14 +217,7 @@ def test_path_derivative_guide_gradients_vanish_at_the_exact_posterior(chain):
 
 def test_stl_is_unbiased_for_the_exact_elbo_gradient_of_a_hierarchical_guide(chain):
     program, x = chain
-    exact = program.exact_guide()
-    generator = torch.Generator().manual_seed(3)
-    program.set_guide(
-        {
-            k: v + 0.3 * torch.randn(v.shape, generator=generator, dtype=v.dtype)
-            for k, v in exact.items()
-        }
-    )
+    perturb_guide(program, seed=3)
     params = [getattr(program, n) for n in GUIDE]
     truth = torch.cat(
         [g.reshape(-1) for g in torch.autograd.grad(-program.exact_elbo(x).sum(), params)]
@@ -236,14 +240,7 @@ def test_stl_is_unbiased_for_the_exact_elbo_gradient_of_a_hierarchical_guide(cha
 
 def test_dreg_has_the_expectation_of_the_iwae_gradient_on_a_hierarchical_guide(chain):
     program, x = chain
-    exact = program.exact_guide()
-    generator = torch.Generator().manual_seed(4)
-    program.set_guide(
-        {
-            k: v + 0.3 * torch.randn(v.shape, generator=generator, dtype=v.dtype)
-            for k, v in exact.items()
-        }
-    )
+    perturb_guide(program, seed=4)
     ours = torch.stack([guide_gradient(program, x, dreg(5)) for _ in range(300)])
     reference = torch.stack([guide_gradient(program, x, iwae(5)) for _ in range(300)])
     se = (ours.var(0) / len(ours) + reference.var(0) / len(reference)).sqrt()
