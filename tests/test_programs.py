@@ -12,7 +12,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import run_cli, tiny
+from conftest import run_cli
 from linear_gaussian_chain import LinearGaussianChain
 from pyro.nn import pyro_method
 from torch import nn
@@ -71,7 +71,7 @@ USER = [
 
 
 def test_a_users_program_trains_evaluates_resumes_samples(tmp_path):
-    config = pyrovae.load_config(None, [*USER, "model.latent_dim=10"])  # the default: unused
+    config = pyrovae.load_config(None, USER)
     run = pyrovae.train(config.replace(["train.epochs=1"]), out=tmp_path / "run", quiet=True)
     assert isinstance(run.model, ClusterVAE)
     resumed = pyrovae.train(config, resume=tmp_path / "run", quiet=True)
@@ -129,9 +129,13 @@ def test_the_command_line_runs_every_command_on_a_program(tmp_path):
     assert "| `stl` |" in gradients.stdout
 
 
-def test_a_key_the_program_does_not_read_is_refused():
-    with pytest.raises(ConfigError, match=r"model.latent_dim: program .two_layer. does not use it"):
-        pyrovae.build_program(tiny("model.program=two_layer").model, (1, 8, 8))
+def test_a_key_the_program_does_not_read_is_refused_even_at_its_default():
+    for key in ("model.latent_dim=10", "model.encoder=mlp", "model.prior=vamp"):
+        with pytest.raises(ConfigError, match=r"program 'two_layer' does not use it"):
+            pyrovae.load_config(None, ["model.program=two_layer", key])
+    config = pyrovae.load_config(None, ["model.program=two_layer"])
+    assert set(config.to_dict()["model"]) == {"program", "likelihood"}  # what the run saves
+    assert pyrovae.Config.from_dict(config.to_dict()) == config
 
 
 def test_a_program_that_cannot_generate_is_refused_in_one_line():
@@ -177,6 +181,17 @@ def chain() -> tuple[LinearGaussianChain, torch.Tensor]:
 GUIDE = ("M", "c", "L1", "K", "k", "L2")
 
 
+def perturb_guide(program: LinearGaussianChain, seed: int, spread: float = 0.3) -> None:
+    """Move every guide parameter away from the exact posterior by N(0, spread^2) noise."""
+    generator = torch.Generator().manual_seed(seed)
+    exact = program.exact_guide()
+    noise = {
+        k: spread * torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        for k, v in exact.items()
+    }
+    program.set_guide({k: v + noise[k] for k, v in exact.items()})
+
+
 def guide_gradient(program, x, estimator) -> torch.Tensor:
     loss = differentiable_loss(estimator, program.model, program.guide, x)
     grads = torch.autograd.grad(loss, [getattr(program, n) for n in GUIDE])
@@ -206,14 +221,7 @@ def test_path_derivative_guide_gradients_vanish_at_the_exact_posterior(chain):
 
 def test_stl_is_unbiased_for_the_exact_elbo_gradient_of_a_hierarchical_guide(chain):
     program, x = chain
-    exact = program.exact_guide()
-    generator = torch.Generator().manual_seed(3)
-    program.set_guide(
-        {
-            k: v + 0.3 * torch.randn(v.shape, generator=generator, dtype=v.dtype)
-            for k, v in exact.items()
-        }
-    )
+    perturb_guide(program, seed=3)
     params = [getattr(program, n) for n in GUIDE]
     truth = torch.cat(
         [g.reshape(-1) for g in torch.autograd.grad(-program.exact_elbo(x).sum(), params)]
@@ -236,14 +244,7 @@ def test_stl_is_unbiased_for_the_exact_elbo_gradient_of_a_hierarchical_guide(cha
 
 def test_dreg_has_the_expectation_of_the_iwae_gradient_on_a_hierarchical_guide(chain):
     program, x = chain
-    exact = program.exact_guide()
-    generator = torch.Generator().manual_seed(4)
-    program.set_guide(
-        {
-            k: v + 0.3 * torch.randn(v.shape, generator=generator, dtype=v.dtype)
-            for k, v in exact.items()
-        }
-    )
+    perturb_guide(program, seed=4)
     ours = torch.stack([guide_gradient(program, x, dreg(5)) for _ in range(300)])
     reference = torch.stack([guide_gradient(program, x, iwae(5)) for _ in range(300)])
     se = (ours.var(0) / len(ours) + reference.var(0) / len(reference)).sqrt()
