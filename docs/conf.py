@@ -18,7 +18,6 @@ import inspect
 import os
 import re
 import sys
-import types
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -36,12 +35,6 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 import pyrovae  # noqa: E402
-
-# ``python -m pyrovae`` runs the command line when its module is imported. autosummary's
-# ``:recursive:`` imports every submodule, ``__main__`` included, to list it (and then leaves
-# private modules out of the reference), so stand a placeholder in for it.
-if "pyrovae.__main__" not in sys.modules:
-    sys.modules["pyrovae.__main__"] = types.ModuleType("pyrovae.__main__")
 
 project = "pyrovae"
 author = "the pyrovae developers"
@@ -76,24 +69,6 @@ autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = True
-
-# Docstring text that reStructuredText misreads, made literal until the docstring itself is
-# fixed (see /work/notes_docs.md); each rewrite is a no-op once its text is gone.
-DOCSTRING_FIXES = {
-    # ``|mean|`` reads as a substitution reference: "Undefined substitution referenced".
-    "pyrovae.gradients": [("SNR = |mean| / std", "SNR = ``|mean| / std``")],
-}
-
-
-def _fix_docstring(app, what, name, obj, options, lines):  # noqa: ARG001 (Sphinx's signature)
-    for old, new in DOCSTRING_FIXES.get(name, []):
-        for i, line in enumerate(lines):
-            lines[i] = line.replace(old, new)
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _fix_docstring)
-
 
 html_theme = "furo"
 html_title = "pyrovae"
@@ -130,7 +105,7 @@ GENERATED = DOCS / "_generated"
 
 def _config_reference():
     """``config_reference()``, wherever the restructuring puts it."""
-    for name in ("pyrovae.cli.config", "pyrovae.config_docs", "pyrovae.reference"):
+    for name in ("pyrovae.cli.config", "pyrovae.cli.config_reference", "pyrovae.reference"):
         try:
             module = importlib.import_module(name)
         except ImportError:
