@@ -111,7 +111,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from pyrovae.cli.main.config_reference import config_reference
+    from pyrovae.cli.config_reference import config_reference
 
     if args.reference:
         print(config_reference())
