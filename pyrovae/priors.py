@@ -73,6 +73,10 @@ class MixturePrior(Prior):
             from .errors import ConfigError
 
             raise ConfigError(f"mixture: components must be >= 1, got {components}")
+        if init_spread < 0:
+            from .errors import ConfigError
+
+            raise ConfigError(f"mixture: init_spread must be >= 0, got {init_spread}")
         self.loc = PyroParam(init_spread * torch.randn(components, latent_dim))
         self.scale = PyroParam(torch.ones(components, latent_dim), constraint=constraints.positive)
         logits = torch.zeros(components)
