@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,8 +272,8 @@ def _finished(directory: Path, config: Config) -> bool:
     if not (directory / CHECKPOINT_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
         return False
     try:
-        saved = tomllib.loads((directory / CONFIG_FILE).read_text())
-    except tomllib.TOMLDecodeError:
+        saved = read_toml(directory / CONFIG_FILE, "run config")
+    except ConfigError:
         return False
     return saved == config.to_dict()
 
