@@ -5,6 +5,10 @@ component chosen by name in a config file. Train with ``pyrovae.train(config)`` 
 ``pyrovae`` command.
 """
 
+from .boundary import guard_startup_interrupt
+
+guard_startup_interrupt()  # the pyrovae command: Ctrl-C during the imports below is one line
+
 import pyro
 
 # Parameters live in the modules (saved with their state dicts, optimized by torch optimizers),

@@ -21,6 +21,7 @@ import pyro
 import torch
 from pyro.infer import TraceMeanField_ELBO
 
+from .boundary import SEED_LIMIT, bounded_int
 from .errors import ConfigError
 from .likelihood_estimate import DEFAULT_CHUNK_SIZE, importance_estimate
 from .model import VAE
@@ -33,6 +34,10 @@ __all__ = [
     "active_units",
     "ACTIVE_THRESHOLD",
 ]
+
+#: The command line's bounds of ``--particles`` and ``--chunk-size``.
+PARTICLE_LIMIT = 10**7
+CHUNK_LIMIT = 10**9
 
 #: Burda et al. (2015): a latent dimension is active when Cov_x(E_q[z]) exceeds this.
 ACTIVE_THRESHOLD = 0.01
@@ -207,15 +212,20 @@ def command(args: argparse.Namespace) -> int:
 def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the importance-sampled estimate, shared by ``evaluate`` and ``compare``."""
     parser.add_argument(
-        "--particles", type=int, default=5000, help="importance samples K per datapoint (5000)"
+        "--particles",
+        type=bounded_int(1, PARTICLE_LIMIT),
+        default=5000,
+        help="importance samples K per datapoint (5000)",
     )
     parser.add_argument(
         "--chunk-size",
-        type=int,
+        type=bounded_int(1, CHUNK_LIMIT),
         default=DEFAULT_CHUNK_SIZE,
         help=f"particle-datapoint pairs per pass; bounds memory ({DEFAULT_CHUNK_SIZE})",
     )
-    parser.add_argument("--limit", type=int, help="evaluate the first N test datapoints only")
+    parser.add_argument(
+        "--limit", type=bounded_int(1), help="evaluate the first N test datapoints only"
+    )
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -225,7 +235,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     add_estimate_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument(
+        "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (auto)")
     parser.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

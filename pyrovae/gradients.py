@@ -19,6 +19,7 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
+from .boundary import SEED_LIMIT, bounded_int
 from .errors import ConfigError
 from .model import VAE
 from .registry import build
@@ -202,9 +203,15 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="NAME[:K]",
         help="estimators as NAME[:K][,KEY=VALUE] (trace iwae:5 iwae:50 dreg:5 dreg:50)",
     )
-    parser.add_argument("--draws", type=int, default=100, help="gradient draws (100)")
-    parser.add_argument("--batch-size", type=int, default=100, help="fixed batch size (100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument(
+        "--draws", type=bounded_int(2, 10**6), default=100, help="gradient draws (100)"
+    )
+    parser.add_argument(
+        "--batch-size", type=bounded_int(1, 10**6), default=100, help="fixed batch size (100)"
+    )
+    parser.add_argument(
+        "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
+    )
     parser.add_argument("--out", metavar="PNG", help="plot (RUN_DIR/gradient_snr.png)")
     parser.set_defaults(handler=command)
     return parser
