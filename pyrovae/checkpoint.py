@@ -33,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "content_digest",
     "upgrade_checkpoint",
+    "refusal_detail",
 ]
 
 FORMAT_VERSION = 2  #: 2: with the ``sha256`` content digest; 1: without (refused)
@@ -168,10 +169,10 @@ def _load_verified_archive(path: Path, map_location: Any) -> dict[str, Any]:
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if "global" not in str(error).lower():  # a malformed stream, not a refused callable
-            raise CheckpointError(f"{damaged}: {_unsafe_detail(error)}") from None
+            raise CheckpointError(f"{damaged}: {refusal_detail(error)}") from None
         raise CheckpointError(
             f"checkpoint {str(path)!r} is refused: it holds objects other than tensors and plain"
-            f" data, which could run code when loaded ({_unsafe_detail(error)})"
+            f" data, which could run code when loaded ({refusal_detail(error)})"
         ) from None
     except Exception as error:
         raise CheckpointError(f"{damaged}: {_first_line(error)}") from None
@@ -187,8 +188,8 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _unsafe_detail(error: Exception) -> str:
-    """The line of torch's weights-only refusal that names what was refused."""
+def refusal_detail(error: Exception) -> str:
+    """The line of torch's weights-only refusal that names what was refused (one line)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     for line in lines:
         if "global" in line.lower() or "unsupported" in line.lower():
