@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -280,8 +281,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             args.overrides = [*args.overrides, *extra]
         handler: Callable[[argparse.Namespace], int] = args.handler
-        load_plugins(args.plugin)
-        return handler(args)
+        # Warnings are held back until the command succeeds: a refusal is one line.
+        with warnings.catch_warnings(record=True) as held:
+            warnings.simplefilter("default")
+            load_plugins(args.plugin)
+            status = handler(args)
+        for warning in held:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        return status
     except (Exception, SystemExit, KeyboardInterrupt) as error:
         return boundary.report(error, debug)
     finally:

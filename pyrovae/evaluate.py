@@ -22,7 +22,7 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 
 from .boundary import SEED_LIMIT, bounded_int
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .likelihood_estimate import DEFAULT_CHUNK_SIZE, importance_estimate
 from .model import VAE
 
@@ -179,13 +179,14 @@ def evaluate(
         vae = run
     else:
         from .data import load_splits
-        from .run import load_run, resolve_device
+        from .run import check_data_shape, load_run, resolve_device
 
         target = resolve_device(device)
         config, vae, _ = load_run(run, device=target)
         if x is None:
             data = config.data if data_root is None else replace(config.data, root=data_root)
             x = load_splits(data, target).test
+        check_data_shape(x, vae, run)
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {limit}")
@@ -205,6 +206,11 @@ def command(args: argparse.Namespace) -> int:
         data_root=args.data_dir,
         progress=not args.quiet,
     )
+    if not (math.isfinite(result.elbo) and math.isfinite(result.log_likelihood)):
+        raise TrainingError(
+            f"evaluate: the run {args.run_dir!r} scores the test data as NaN or infinite"
+            f" (ELBO {result.elbo}, log p(x) {result.log_likelihood}); its model is unusable"
+        )
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0
 

@@ -173,18 +173,20 @@ def save_snr_plot(rows: Sequence[GradientSNR], path: str | Path) -> None:
 def command(args: argparse.Namespace) -> int:
     """``pyrovae gradients RUN_DIR --estimators ...``."""
     from .data import load_splits
-    from .run import load_run
+    from .run import check_data_shape, check_output_file, load_run
 
+    default = Path(args.run_dir) / "gradient_snr.png"
+    out = check_output_file(args.out, default, (".png", ".pdf", ".svg"), "--out")
     config, vae, _ = load_run(args.run_dir)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     splits = load_splits(config.data, torch.device("cpu"))
+    check_data_shape(splits.train, vae, args.run_dir)
     x = splits.train[: args.batch_size]
     if splits.dynamic_binarization:
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(args.seed))
     rows = measure(vae, x, args.estimators, args.draws, args.seed)
     print(format_table(rows))
-    out = Path(args.out) if args.out else Path(args.run_dir) / "gradient_snr.png"
     save_snr_plot(rows, out)
     print(f"\n{args.draws} draws on a fixed batch of {len(x)} training datapoints; plot: {out}")
     return 0
@@ -212,6 +214,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
     )
-    parser.add_argument("--out", metavar="PNG", help="plot (RUN_DIR/gradient_snr.png)")
+    parser.add_argument(
+        "--out", metavar="FILE", help="plot, .png, .pdf or .svg (RUN_DIR/gradient_snr.png)"
+    )
     parser.set_defaults(handler=command)
     return parser

@@ -37,6 +37,7 @@ __all__ = [
     "prepare_run_dir",
     "read_metrics",
     "check_x_shape",
+    "check_data_shape",
     "load_run",
     "resolve_device",
 ]
@@ -276,6 +277,15 @@ def load_run(
     vae = build_vae(config.model, x_shape).to(device)
     load_weights(vae, payload["model"])
     return config, vae, payload
+
+
+def check_data_shape(x: torch.Tensor, vae: VAE, directory: str | Path) -> None:
+    """Refuse data whose datapoints do not have the shape the run's model was built for."""
+    if tuple(x.shape[1:]) != tuple(vae.x_shape):
+        raise CheckpointError(
+            f"run {str(directory)!r} was trained on datapoints of shape {tuple(vae.x_shape)},"
+            f" the data now has shape {tuple(x.shape[1:])}"
+        )
 
 
 def load_weights(vae: VAE, state: dict[str, torch.Tensor]) -> None:
