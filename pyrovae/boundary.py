@@ -70,6 +70,15 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extra = super().parse_known_args(args, namespace)
+        # argparse drops a value of "--" (``--seed=--``) and stores [] unconverted: refuse it.
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            if action.type is not None and action.nargs is None and isinstance(value, list):
+                raise UsageError(f"argument {'/'.join(action.option_strings)}: expected a value")
+        return parsed, extra
+
 
 def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse ``type``: an integer in ``[low, high]``; otherwise one line naming the limit."""

@@ -283,7 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int] = args.handler
         # Warnings are held back until the command succeeds: a refusal is one line.
         with warnings.catch_warnings(record=True) as held:
-            warnings.simplefilter("default")
             load_plugins(args.plugin)
             status = handler(args)
         for warning in held:
