@@ -174,10 +174,7 @@ _SIZE = (
     "overflow when unpacking long",
     "integer multiplication overflow",
     "negative dimension",
-    "value too large",
-    "cannot be represented",
     "too many elements",
-    "numel",
 )
 
 

@@ -183,7 +183,8 @@ def test_out_of_range_sizes_seeds_and_counts_are_refused_naming_the_limit(pristi
         shutil.copytree(pristine, folder / "run")
         stderr = assert_refused(folder, argv)
         assert any(
-            word in stderr for word in ("must be", "expected an integer", "beyond", "memory")
+            word in stderr
+            for word in ("must be", "expected an integer", "expected a value", "beyond", "memory")
         ), stderr
 
 
