@@ -108,20 +108,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .plots import save_grid
     from .run import BEST_FILE, CHECKPOINT_FILE, check_output_file, load_run
 
+    given = None
+    if args.out is not None:  # checked before the run is loaded, "" included
+        given = check_output_file(args.out, Path(), PICTURE_SUFFIXES, "--out")
+    _, vae, _ = load_run(args.run_dir)  # the run directory exists from here on
     default = Path(args.run_dir) / "samples-new.png"
-    out = check_output_file(args.out, default, PICTURE_SUFFIXES, "--out")
+    out = given or check_output_file(str(default), default, PICTURE_SUFFIXES, "--out")
     fallback = out.with_suffix(".pt")  # where samples that are not pictures go
     if fallback.name in (CHECKPOINT_FILE, BEST_FILE):
         raise PyrovaeError(
             f"--out: {str(out)!r} would put samples beside the checkpoints as"
             f" {fallback.name}; choose another name"
         )
-    _, vae, _ = load_run(args.run_dir)
     torch.manual_seed(args.seed)
     samples = vae.sample(args.count)
-    if not save_grid(samples, out):
-        torch.save(samples, fallback)
-        out = fallback
+    try:
+        if not save_grid(samples, out):
+            torch.save(samples, fallback)
+            out = fallback
+    except OSError as error:
+        raise PyrovaeError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
     print(f"wrote {args.count} samples to {out}")
     return 0
 

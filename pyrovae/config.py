@@ -148,6 +148,8 @@ class Config:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Config:
         """Validate a nested mapping (as read from TOML) into a Config."""
+        if _structure_depth(raw) > TOML_MAX_DEPTH:  # a crafted checkpoint's config, say
+            raise ConfigError(f"config: nested deeper than {TOML_MAX_DEPTH} levels")
         _check_integers(raw, "")
         return _parse_section(cls, raw, "")
 
@@ -231,9 +233,9 @@ def _structure_depth(value: Any) -> int:
     while stack:
         node, depth = stack.pop()
         deepest = max(deepest, depth)
-        if isinstance(node, dict):
+        if isinstance(node, Mapping):
             stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
+        elif isinstance(node, list | tuple):
             stack.extend((v, depth + 1) for v in node)
     return deepest
 

@@ -175,9 +175,11 @@ def command(args: argparse.Namespace) -> int:
     from .data import load_splits
     from .run import check_data_shape, check_output_file, load_run
 
+    suffixes = (".png", ".pdf", ".svg")
+    given = check_output_file(args.out, Path(), suffixes, "--out") if args.out is not None else None
+    config, vae, _ = load_run(args.run_dir)  # the run directory exists from here on
     default = Path(args.run_dir) / "gradient_snr.png"
-    out = check_output_file(args.out, default, (".png", ".pdf", ".svg"), "--out")
-    config, vae, _ = load_run(args.run_dir)
+    out = given or check_output_file(str(default), default, suffixes, "--out")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     splits = load_splits(config.data, torch.device("cpu"))
@@ -187,7 +189,10 @@ def command(args: argparse.Namespace) -> int:
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(args.seed))
     rows = measure(vae, x, args.estimators, args.draws, args.seed)
     print(format_table(rows))
-    save_snr_plot(rows, out)
+    try:
+        save_snr_plot(rows, out)
+    except OSError as error:
+        raise ConfigError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
     print(f"\n{args.draws} draws on a fixed batch of {len(x)} training datapoints; plot: {out}")
     return 0
 
