@@ -116,6 +116,10 @@ def claim_run_dir(directory: Path, overwrite: bool = False) -> None:
             f"{directory} already holds a run{stopped}; choose another --out, or pass --overwrite"
         )
     if state == "other":
+        if directory.is_symlink():
+            raise ConfigError(
+                f"--out {str(directory)!r} is a symbolic link; name the folder itself"
+            )
         if os.path.lexists(directory) and not directory.is_dir():
             raise ConfigError(f"--out {str(directory)!r} is not a folder; choose another --out")
         raise ConfigError(
