@@ -1,26 +1,22 @@
 """pyrovae: variational auto-encoders written as Pyro probabilistic programs.
 
-A VAE is a model p(z) p(x|z) and a guide q(z|x) over one latent site, each part a registered
-component chosen by name in a config file. Train with ``pyrovae.train(config)`` or the
-``pyrovae`` command.
+A VAE is a ``Program``: a ``PyroModule`` with a Pyro ``model`` and ``guide``, trained by
+``pyro.infer.SVI`` or by ``pyrovae.train(config)`` / the ``pyrovae`` command. The one-site VAE
+is built from registered components (prior, variational family, likelihood, networks) chosen by
+name in a config file; any Pyro program can be registered as a whole. Importing pyrovae changes
+no global state: no Pyro setting, nothing in the param store.
 """
 
 from .boundary import guard_startup_interrupt
 
 guard_startup_interrupt()  # the pyrovae command: Ctrl-C during the imports below is one line
 
-import pyro
-
-# Parameters live in the modules (saved with their state dicts, optimized by torch optimizers),
-# not in Pyro's global param store: two VAEs in one process never share parameters by name.
-# This must hold before any PyroModule is built, so it is set when pyrovae is imported.
-pyro.settings.set(module_local_params=True)
-
 from .config import Component, Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .data import Dataset, load_splits
 from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, TrainingError
 from .evaluate import Evaluation, evaluate
 from .model import LATENT, OBSERVED, VAE, build_vae
+from .program import DATA_PLATE, Program, build_program
 from .registry import register, registered
 from .resume import resume
 from .run import Run, load_run
@@ -44,6 +40,9 @@ __all__ = [
     "OBSERVED",
     "VAE",
     "build_vae",
+    "DATA_PLATE",
+    "Program",
+    "build_program",
     "register",
     "registered",
     "Run",
@@ -52,6 +51,6 @@ __all__ = [
     "train",
     "Evaluation",
     "evaluate",
-]  # noqa: E402 (imports follow the setting above)
+]
 
 __version__ = "0.1.0"

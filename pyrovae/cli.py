@@ -105,13 +105,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .plots import save_grid
+    from .plots import sample, save_grid
+    from .program import own_param_store
     from .run import BEST_FILE, CHECKPOINT_FILE, check_output_file, load_run
 
     given = None
     if args.out is not None:  # checked before the run is loaded, "" included
         given = check_output_file(args.out, Path(), PICTURE_SUFFIXES, "--out")
-    _, vae, _ = load_run(args.run_dir)  # the run directory exists from here on
+    _, program, _ = load_run(args.run_dir)  # the run directory exists from here on
     default = Path(args.run_dir) / "samples-new.png"
     out = given or check_output_file(str(default), default, PICTURE_SUFFIXES, "--out")
     fallback = out.with_suffix(".pt")  # where samples that are not pictures go
@@ -121,7 +122,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f" {fallback.name}; choose another name"
         )
     torch.manual_seed(args.seed)
-    samples = vae.sample(args.count)
+    with own_param_store():
+        samples = sample(program, args.count)
     try:
         if not save_grid(samples, out):
             torch.save(samples, fallback)

@@ -87,6 +87,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    program: Component = _option(
+        Component("vae"),
+        "the model/guide pair; `vae` builds it from the components below",
+        kind="program",
+    )
     latent_dim: int = _option(10, "dimension of the latent variable z", 1)
     prior: Component = _option(Component("standard_normal"), "p(z)", kind="prior")
     guide: Component = _option(Component("diagonal_normal"), "q(z|x)", kind="guide")
@@ -99,6 +104,15 @@ class ModelConfig:
         "network z -> likelihood parameters",
         kind="network",
     )
+
+    @classmethod
+    def defaults(cls) -> ModelConfig:
+        """The default model section, every component's options filled in."""
+        return _parse_section(cls, {}, "model.")
+
+    def settable_sections(self) -> tuple[str, ...]:
+        """The keys a program may read (all but ``program`` itself)."""
+        return tuple(f.name for f in dataclasses.fields(self) if f.name != "program")
 
 
 @dataclass(frozen=True)

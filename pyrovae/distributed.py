@@ -27,7 +27,7 @@ How a run is split (the README's "Several processes" section says the same):
 - Epoch metrics are sums over ranks (``all_reduce``) divided by global counts; validation is
   split across ranks the same way. Rank 0 alone writes the run directory, the metrics, the
   checkpoints and the pictures (``Group.on_main``: its errors are raised on every rank). The
-  checkpoint holds the plain ``VAE`` state dict and rank 0's generators: a run trained on N
+  checkpoint holds the plain program's state dict and rank 0's generators: a run trained on N
   processes is loaded, evaluated or resumed by any number (``resume`` says what is bit-exact).
 - A collective that waits longer than ``train.dist_timeout`` seconds (a rank died or hangs)
   fails, and pyrovae stops with a ``DistributedError`` instead of hanging.
@@ -51,7 +51,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .config import TrainConfig
 from .errors import ConfigError, PyrovaeError, TrainingError
-from .model import VAE
+from .estimators import differentiable_loss
+from .latent_weight import weight_latents
 from .run import resolve_device
 
 __all__ = [
@@ -119,24 +120,27 @@ def is_main_process() -> bool:
 
 
 class ELBOLoss(nn.Module):
-    """The negative ELBO of ``vae`` summed over a batch, as a module that owns the parameters.
+    """The negative ELBO of ``program`` summed over a batch, as a module that owns the
+    parameters, with the latent sites weighted by ``kl_weight`` (``weight_latents``).
 
-    Pyro's ``ELBOModule`` holds ``vae.model`` and ``vae.guide``, which are methods, so its
-    ``parameters()`` is empty and DDP would have nothing to synchronize; this module holds the
-    VAE itself. An empty batch (a rank's share of a last batch smaller than the number of
-    ranks) gives a zero that still reaches every parameter: DDP needs every rank in every
+    Pyro's ``ELBOModule`` holds ``program.model`` and ``program.guide``, which are methods, so
+    its ``parameters()`` is empty and DDP would have nothing to synchronize; this module holds
+    the program itself. An empty batch (a rank's share of a last batch smaller than the number
+    of ranks) gives a zero that still reaches every parameter: DDP needs every rank in every
     backward pass.
     """
 
-    def __init__(self, vae: VAE, elbo: ELBO) -> None:
+    def __init__(self, program: nn.Module, elbo: ELBO) -> None:
         super().__init__()
-        self.vae = vae
+        self.program = program
         self.elbo = elbo
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:
         if len(x) == 0:
-            return sum(p.sum() for p in self.vae.parameters()) * 0.0
-        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)
+            return sum(p.sum() for p in self.program.parameters()) * 0.0
+        model = weight_latents(self.program.model, kl_weight)
+        guide = weight_latents(self.program.guide, kl_weight)
+        return differentiable_loss(self.elbo, model, guide, x)
 
 
 @dataclass(frozen=True)
@@ -184,9 +188,9 @@ class Group:
         total = self.sum(torch.tensor(local, dtype=torch.float64, device=self.device))
         return float(total) / len(x)
 
-    def loss_module(self, elbo: ELBO, vae: VAE) -> nn.Module:
+    def loss_module(self, elbo: ELBO, program: nn.Module) -> nn.Module:
         """``x -> summed negative ELBO``; under DDP when the run has several processes."""
-        module = ELBOLoss(vae, elbo)
+        module = ELBOLoss(program, elbo)
         if not self.distributed:
             return module
         device_ids = [self.device] if self.device.type == "cuda" else None

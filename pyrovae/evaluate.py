@@ -11,20 +11,18 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .boundary import SEED_LIMIT, bounded_int
 from .errors import ConfigError, TrainingError
 from .likelihood_estimate import DEFAULT_CHUNK_SIZE, importance_estimate
-from .model import VAE
+from .program import check_program, own_param_store
 
 __all__ = [
     "negative_elbo",
@@ -44,29 +42,25 @@ ACTIVE_THRESHOLD = 0.01
 
 
 @torch.no_grad()
-def negative_elbo(vae: VAE, x: torch.Tensor, batch_size: int = 1000, particles: int = 1) -> float:
-    """The negative ELBO per datapoint in nats (analytic KL where registered), at weight beta = 1.
+def negative_elbo(
+    program: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000, particles: int = 1
+) -> float:
+    """The negative ELBO per datapoint in nats, at weight beta = 1: with the analytic KL where
+    registered if the program allows it (``Program.analytic_kl``), else Monte Carlo.
 
     The same bound whatever estimator trained the model, so runs compare on one scale.
     """
-    elbo = TraceMeanField_ELBO(
-        num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1
+    elbo_class = TraceMeanField_ELBO if getattr(program, "analytic_kl", False) else Trace_ELBO
+    elbo = elbo_class(
+        num_particles=particles,
+        vectorize_particles=particles > 1,
+        max_plate_nesting=getattr(program, "max_plate_nesting", 1),
     )
     total = 0.0
-    with unit_kl_weight(vae), pyro.validation_enabled(False):
+    with pyro.validation_enabled(False):
         for chunk in x.split(batch_size):
-            total += float(elbo.differentiable_loss(vae.model, vae.guide, chunk))
+            total += float(elbo.differentiable_loss(program.model, program.guide, chunk))
     return total / len(x)
-
-
-@contextmanager
-def unit_kl_weight(vae: VAE) -> Iterator[VAE]:
-    """``vae`` with its KL weight set to 1 for the duration (restored after)."""
-    weight, vae.kl_weight = vae.kl_weight, 1.0
-    try:
-        yield vae
-    finally:
-        vae.kl_weight = weight
 
 
 @dataclass(frozen=True)
@@ -116,25 +110,33 @@ def active_units(posterior_mean: torch.Tensor, threshold: float = ACTIVE_THRESHO
 
 
 def evaluate_model(
-    vae: VAE,
+    program: torch.nn.Module,
     x: torch.Tensor,
     particles: int = 5000,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
     progress: bool = False,
 ) -> Evaluation:
-    """Evaluate ``vae`` on the datapoints ``x`` (already on the model's device)."""
+    """Evaluate ``program`` on the datapoints ``x`` (already on the program's device)."""
+    check_program(program, "evaluate")
     started = time.perf_counter()
     pyro.set_rng_seed(seed)
-    was_training = vae.training
-    vae.eval()
+    was_training = program.training
+    program.eval()
     try:
-        with unit_kl_weight(vae):
+        with own_param_store():
             estimate = importance_estimate(
-                vae.model, vae.guide, x, particles, chunk_size, progress=progress
+                program.model,
+                program.guide,
+                x,
+                particles,
+                chunk_size,
+                max_plate_nesting=getattr(program, "max_plate_nesting", 1),
+                progress=progress,
+                analytic_kl=getattr(program, "analytic_kl", False),
             )
     finally:
-        vae.train(was_training)
+        program.train(was_training)
     n = len(x)
 
     def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
@@ -161,7 +163,7 @@ def evaluate_model(
 
 
 def evaluate(
-    run: str | Path | VAE,
+    run: str | Path | torch.nn.Module,
     x: torch.Tensor | None = None,
     particles: int = 5000,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -172,26 +174,34 @@ def evaluate(
     progress: bool = False,
 ) -> Evaluation:
     """Evaluate a run directory on its test split (``load_splits(config.data).test``), or a
-    ``VAE`` on the datapoints ``x``; ``limit`` keeps the first N datapoints."""
-    if isinstance(run, VAE):
-        if x is None:
-            raise ConfigError("evaluate: pass the datapoints x with a model (or a run directory)")
-        vae = run
+    program (a ``Program``, or any module with ``model`` and ``guide``) on the datapoints
+    ``x``; ``limit`` keeps the first N datapoints."""
+    if isinstance(run, torch.nn.Module):
+        check_program(run, "evaluate")
+        if not torch.is_tensor(x):
+            raise ConfigError(
+                "evaluate: pass the datapoints as a tensor x with a model (or a run directory)"
+            )
+        program = run
+    elif not isinstance(run, str | Path):
+        raise ConfigError(
+            f"evaluate: expected a run directory or a program, got {type(run).__name__}"
+        )
     else:
         from .data import load_splits
         from .run import check_data_shape, load_run, resolve_device
 
         target = resolve_device(device)
-        config, vae, _ = load_run(run, device=target)
+        config, program, payload = load_run(run, device=target)
         if x is None:
             data = config.data if data_root is None else replace(config.data, root=data_root)
             x = load_splits(data, target).test
-        check_data_shape(x, vae, run)
+        check_data_shape(x, payload, run)
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {limit}")
         x = x[:limit]
-    return evaluate_model(vae, x, particles, chunk_size, seed, progress)
+    return evaluate_model(program, x, particles, chunk_size, seed, progress)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -3,8 +3,8 @@ bounds are not necessarily better").
 
 For each estimator, ``draws`` independent gradients of the loss per datapoint on one fixed batch;
 per parameter component SNR = |mean| / std over the draws, then averaged over the components of
-the encoder (the guide's parameters: encoder network and variational family) and of the decoder
-(the model's: decoder network, prior, likelihood).
+the encoder (the parameters the guide uses) and of the decoder (those only the model uses), read
+from the programs' ``pyro.param`` sites (``program.parameter_groups``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pyro.infer import ELBO
 
 from .boundary import SEED_LIMIT, bounded_int
 from .errors import ConfigError
-from .model import VAE
+from .estimators import check_estimator, differentiable_loss
+from .program import own_param_store, parameter_groups
 from .registry import build
 
 __all__ = [
@@ -68,25 +69,18 @@ def parse_estimator(spec: str) -> tuple[str, dict]:
     return name, options
 
 
-def parameter_groups(vae: VAE) -> dict[str, list[torch.nn.Parameter]]:
-    """The guide's (``encoder``) and the model's (``decoder``) trainable parameters."""
-    guide = [*vae.encoder.parameters(), *vae.posterior.parameters()]
-    model = [*vae.decoder.parameters(), *vae.prior.parameters(), *vae.likelihood.parameters()]
-    return {
-        "encoder": [p for p in guide if p.requires_grad],
-        "decoder": [p for p in model if p.requires_grad],
-    }
-
-
 def gradient_snr(
-    vae: VAE, x: torch.Tensor, estimator: ELBO, draws: int = 100, seed: int = 0
+    program: torch.nn.Module, x: torch.Tensor, estimator: ELBO, draws: int = 100, seed: int = 0
 ) -> dict[str, torch.Tensor]:
     """Per-component SNR ``|mean| / std`` of ``draws`` gradients, for each parameter group."""
     if draws < 2:
         raise ConfigError(f"draws must be >= 2 to estimate a standard deviation, got {draws}")
-    groups = parameter_groups(vae)
+    groups = parameter_groups(program, x)
     params = [p for group in groups.values() for p in group]
-    loss_fn = estimator(vae.model, vae.guide)
+
+    def loss_fn(batch: torch.Tensor) -> torch.Tensor:
+        return differentiable_loss(estimator, program.model, program.guide, batch)
+
     total = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)
     squares = torch.zeros_like(total)
     pyro.set_rng_seed(seed)
@@ -115,14 +109,26 @@ def gradient_snr(
 
 
 def measure(
-    vae: VAE, x: torch.Tensor, specs: Sequence[str], draws: int = 100, seed: int = 0
+    program: torch.nn.Module,
+    x: torch.Tensor,
+    specs: Sequence[str],
+    draws: int = 100,
+    seed: int = 0,
 ) -> list[GradientSNR]:
     """The mean SNR of each estimator spec (``iwae:50``) on the batch ``x``."""
     rows = []
     for spec in specs:
         name, options = parse_estimator(spec)
-        estimator = build("estimator", name, options, f"estimator {spec!r}")
-        snr = gradient_snr(vae, x, estimator, draws, seed)
+        estimator = build(
+            "estimator",
+            name,
+            options,
+            f"estimator {spec!r}",
+            max_plate_nesting=getattr(program, "max_plate_nesting", 1),
+        )
+        check_estimator(estimator, f"estimator {spec!r}")
+        with own_param_store():
+            snr = gradient_snr(program, x, estimator, draws, seed)
         rows.append(
             GradientSNR(
                 spec,
@@ -177,17 +183,17 @@ def command(args: argparse.Namespace) -> int:
 
     suffixes = (".png", ".pdf", ".svg")
     given = check_output_file(args.out, Path(), suffixes, "--out") if args.out is not None else None
-    config, vae, _ = load_run(args.run_dir)  # the run directory exists from here on
+    config, program, payload = load_run(args.run_dir)  # the run directory exists from here on
     default = Path(args.run_dir) / "gradient_snr.png"
     out = given or check_output_file(str(default), default, suffixes, "--out")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     splits = load_splits(config.data, torch.device("cpu"))
-    check_data_shape(splits.train, vae, args.run_dir)
+    check_data_shape(splits.train, payload, args.run_dir)
     x = splits.train[: args.batch_size]
     if splits.dynamic_binarization:
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(args.seed))
-    rows = measure(vae, x, args.estimators, args.draws, args.seed)
+    rows = measure(program, x, args.estimators, args.draws, args.seed)
     print(format_table(rows))
     try:
         save_snr_plot(rows, out)

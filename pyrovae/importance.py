@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import detach
+from pyro.distributions.score_parts import ScoreParts
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.poutine import Trace
 from pyro.poutine.util import prune_subsample_sites
@@ -27,9 +27,9 @@ __all__ = [
     "sample_sites",
     "log_weights",
     "particle_traces",
-    "detach_guide_parameters",
+    "path_derivative_trace",
+    "aliased",
     "check_reparameterized",
-    "check_single_latent",
 ]
 
 #: Name of the plate that vectorizes particles in :func:`particle_traces`.
@@ -75,20 +75,58 @@ def particle_traces(
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
 
-def detach_guide_parameters(guide_trace: Trace) -> Trace:
-    """A copy of ``guide_trace`` whose latent sites score their values under distributions with
-    every parameter detached (``pyro.distributions.util.detach`` deep-copies the distribution,
-    detaching its tensors): log q(z|x) then depends on the guide's parameters only through the
-    reparameterized value z. Sites and values are otherwise the same objects."""
-    copy = guide_trace.copy()
-    cached = ("log_prob", "log_prob_sum", "unscaled_log_prob", "score_parts")
+_CACHED = ("log_prob", "log_prob_sum", "unscaled_log_prob", "score_parts")
+
+
+def path_derivative_trace(guide: Callable, guide_trace: Trace, *args, **kwargs) -> Trace:
+    """A copy of ``guide_trace`` whose latent sites score log q(z|x) with a gradient that
+    reaches the guide's parameters only through the values z (the path derivative), the
+    score term E_q[grad log q] = 0 left out.
+
+    ``guide`` is run again on the trace's values detached: its log q has the same explicit
+    dependence on the parameters and none on z, so subtracting it (and adding back its value)
+    leaves only the path through z. Unlike detaching each distribution's tensors, this keeps a
+    site's dependence on the values of the sites it is conditioned on: q(z2|z1) keeps its path
+    through z1. Costs one more pass of the guide.
+    """
+    guide_trace.compute_log_prob()
+    fixed = guide_trace.copy()
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"]:
-            node = {k: v for k, v in site.items() if k not in cached}
-            node["fn"] = detach(site["fn"])
-            copy.nodes[name] = node
-    copy.compute_score_parts()
-    return copy
+            fixed.nodes[name] = {**site, "value": site["value"].detach()}
+    score_trace = prune_subsample_sites(
+        poutine.trace(poutine.replay(guide, trace=fixed)).get_trace(*args, **kwargs)
+    )
+    score_trace.compute_log_prob()
+    path = guide_trace.copy()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"]:
+            score = score_trace.nodes[name]["log_prob"]
+            log_prob = site["log_prob"] - score + score.detach()
+            path.nodes[name] = {
+                **site,
+                "log_prob": log_prob,
+                "log_prob_sum": log_prob.sum(),
+                "score_parts": ScoreParts(
+                    log_prob=log_prob, score_function=0, entropy_term=log_prob
+                ),
+            }
+    return path
+
+
+def aliased(guide_trace: Trace) -> tuple[Trace, list[torch.Tensor]]:
+    """A copy of ``guide_trace`` whose latent values are new autograd nodes (views) of the
+    originals, and those nodes: a gradient hook on one acts on what reaches z from the terms
+    computed on the copy, not on the guide's own use of z (q(z2|z1) inside the guide)."""
+    copy = guide_trace.copy()
+    values = []
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"]:
+            value = site["value"].view_as(site["value"])
+            kept = {k: v for k, v in site.items() if k not in _CACHED}
+            copy.nodes[name] = {**kept, "value": value}
+            values.append(value)
+    return copy, values
 
 
 def check_reparameterized(guide_trace: Trace, estimator: str) -> None:
@@ -100,15 +138,3 @@ def check_reparameterized(guide_trace: Trace, estimator: str) -> None:
                 f" {site['name']!r} ({type(site['fn']).__name__}) has no rsample; choose"
                 " train.estimator = 'trace' or a reparameterizable guide"
             )
-
-
-def check_single_latent(guide_trace: Trace, estimator: str) -> None:
-    """Refuse a guide with more than one latent site: detaching the parameters of a site whose
-    distribution depends on another latent draw would also cut that draw's pathwise gradient."""
-    names = [site["name"] for site in sample_sites(guide_trace, observed=False)]
-    if len(names) != 1:
-        raise ConfigError(
-            f"estimator {estimator!r} supports guides with exactly one latent site, got"
-            f" {len(names)} ({', '.join(names) or 'none'}); choose train.estimator = 'trace'"
-            " or 'iwae'"
-        )

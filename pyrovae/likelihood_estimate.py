@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro.distributions.kl import kl_divergence
+from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, PyrovaeError
@@ -54,11 +55,14 @@ def importance_estimate(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_plate_nesting: int = 1,
     progress: bool = False,
+    analytic_kl: bool = True,
 ) -> ImportanceEstimate:
     """Estimate log p(x) for each datapoint of ``x`` with ``particles`` draws from ``guide``.
 
     ``model(x)`` and ``guide(x)`` must put every sample site inside a data plate over the first
-    dimension of ``x`` (checked), and use at most ``max_plate_nesting`` plates.
+    dimension of ``x`` (checked), and use at most ``max_plate_nesting`` plates. The KL term is
+    analytic where ``analytic_kl`` allows it (the model's latent sites independent of each
+    other, as in a one-site VAE) and ``kl_divergence`` is registered, else a Monte Carlo mean.
     """
     if particles < 1:
         raise ConfigError(f"particles must be >= 1, got {particles}")
@@ -67,7 +71,7 @@ def importance_estimate(
     n = len(x)
     per_block = max(1, min(n, chunk_size // particles))
     outputs: list[tuple[torch.Tensor, ...]] = []
-    analytic = True
+    analytic = analytic_kl
     with (
         tqdm(total=n, disable=not progress, unit="datapoint", dynamic_ncols=True) as bar,
         pyro.validation_enabled(False),
@@ -75,7 +79,7 @@ def importance_estimate(
         for block in x.split(per_block):
             draws = max(1, min(particles, chunk_size // len(block)))
             *result, block_analytic = _block(
-                model, guide, block, particles, draws, max_plate_nesting
+                model, guide, block, particles, draws, max_plate_nesting, analytic_kl
             )
             analytic = analytic and block_analytic
             outputs.append(tuple(result))
@@ -92,13 +96,14 @@ def _block(
     particles: int,
     draws: int,
     max_plate_nesting: int,
+    analytic_kl: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """All ``particles`` for one block of datapoints, ``draws`` particles per pass."""
     batch = (len(x),)
     log_sum = torch.full(batch, -math.inf, dtype=torch.float64, device=x.device)
     reconstruction = torch.zeros(batch, dtype=torch.float64, device=x.device)
     kl_sum = torch.zeros(batch, dtype=torch.float64, device=x.device)
-    analytic_kl = None
+    analytic_kl = None if analytic_kl else False
     mean = None
     for start in range(0, particles, draws):
         count = min(draws, particles - start)
@@ -113,26 +118,31 @@ def _block(
                 f" expected {(count, *batch)}"
             )
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w.double(), dim=0))
+        dims = get_dependent_plate_dims(sample_sites(model_trace))  # plates inside the data's
         for site in sample_sites(model_trace, observed=True):
-            reconstruction += _per_datapoint(site["unscaled_log_prob"], count).sum(0)
-        if analytic_kl is None:
-            analytic_kl = _analytic_kl(model_trace, guide_trace, count)
+            reconstruction += _per_datapoint(site["unscaled_log_prob"], count, dims).sum(0)
+        if mean is None:
             mean = _posterior_mean(guide_trace, count)
+        if analytic_kl is None:
+            analytic_kl = _analytic_kl(model_trace, guide_trace, count, dims)
         if analytic_kl is False:
-            kl_sum += _monte_carlo_kl(model_trace, guide_trace, count).sum(0)
+            kl_sum += _monte_carlo_kl(model_trace, guide_trace, count, dims).sum(0)
         del model_trace, guide_trace, log_w  # free this pass's activations before the next
     log_likelihood = log_sum - math.log(particles)
     kl = kl_sum / particles if analytic_kl is False else analytic_kl
     return log_likelihood, reconstruction / particles, kl, mean, analytic_kl is not False
 
 
-def _per_datapoint(log_prob: torch.Tensor, count: int) -> torch.Tensor:
-    """``(count, batch)`` from a site's log-density, broadcast over the particles."""
-    log_prob = log_prob.double()
+def _per_datapoint(
+    log_prob: torch.Tensor, count: int, dims: frozenset = frozenset()
+) -> torch.Tensor:
+    """``(count, batch)`` from a site's log-density, summed over the plates ``dims`` nested in
+    the data plate and broadcast over the particles."""
+    log_prob = torch_sum(log_prob.double(), dims)
     return log_prob.expand(count, *log_prob.shape[1:]) if log_prob.dim() >= 2 else log_prob
 
 
-def _analytic_kl(model_trace, guide_trace, count: int) -> torch.Tensor | bool:
+def _analytic_kl(model_trace, guide_trace, count: int, dims: frozenset) -> torch.Tensor | bool:
     """sum over latent sites of KL(q || p) per datapoint, or False where one is not registered."""
     total = 0.0
     for site in sample_sites(guide_trace, observed=False):
@@ -141,17 +151,17 @@ def _analytic_kl(model_trace, guide_trace, count: int) -> torch.Tensor | bool:
             kl = kl_divergence(site["fn"], prior)
         except NotImplementedError:
             return False
-        total = total + _per_datapoint(kl, count)[0]
+        total = total + _per_datapoint(kl, count, dims)[0]
     return total
 
 
-def _monte_carlo_kl(model_trace, guide_trace, count: int) -> torch.Tensor:
+def _monte_carlo_kl(model_trace, guide_trace, count: int, dims: frozenset) -> torch.Tensor:
     """log q(z|x) - log p(z) at each draw, summed over the latent sites: ``(count, batch)``."""
     total = 0.0
     for site in sample_sites(guide_trace, observed=False):
         prior = model_trace.nodes[site["name"]]
-        total = total + _per_datapoint(site["unscaled_log_prob"], count)
-        total = total - _per_datapoint(prior["unscaled_log_prob"], count)
+        total = total + _per_datapoint(site["unscaled_log_prob"], count, dims)
+        total = total - _per_datapoint(prior["unscaled_log_prob"], count, dims)
     return total
 
 

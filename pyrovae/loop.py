@@ -19,16 +19,18 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.infer import TraceMeanField_ELBO
+from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import save_checkpoint
 from .config import Config
 from .data import Splits, batch_slices
 from .distributed import Group
-from .errors import CheckpointError, PyrovaeError, TrainingError
+from .errors import CheckpointError, ConfigError, PyrovaeError, TrainingError
+from .estimators import check_estimator
 from .evaluate import negative_elbo
 from .faults import StepGuard
-from .model import VAE
 from .registry import build
 from .resume import capture_rng, restore_rng
 from .run import BEST_FILE, CHECKPOINT_FILE, append_metrics, load_weights
@@ -50,18 +52,40 @@ class TrainingLoop:
     counters; only rank 0 (``group.is_main``) writes files.
     """
 
-    def __init__(self, config: Config, vae: VAE, splits: Splits, group: Group, quiet: bool) -> None:
+    def __init__(
+        self, config: Config, program: nn.Module, splits: Splits, group: Group, quiet: bool
+    ) -> None:
         self.config = config
-        self.vae = vae
+        self.program = program
         self.splits = splits
         self.group = group
         self.device = group.device
         self.quiet = quiet
         cfg = config.train
-        self.optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
-        estimator = build("estimator", cfg.estimator.name, cfg.estimator.options, "train.estimator")
-        # forward(x) -> -ELBO summed over x; wrapped in DistributedDataParallel under torchrun
-        self.loss_fn = group.loss_module(estimator, vae)
+        parameters = [p for p in program.parameters() if p.requires_grad]
+        if not parameters:
+            raise ConfigError(
+                "model.program: the program has no trainable parameters; nothing to train"
+            )
+        self.optimizer = torch.optim.Adam(parameters, lr=cfg.lr)
+        estimator = build(
+            "estimator",
+            cfg.estimator.name,
+            cfg.estimator.options,
+            "train.estimator",
+            max_plate_nesting=getattr(program, "max_plate_nesting", 1),
+        )
+        check_estimator(estimator)
+        if isinstance(estimator, TraceMeanField_ELBO) and not getattr(
+            program, "analytic_kl", False
+        ):
+            raise ConfigError(
+                "train.estimator: meanfield takes the KL per latent site in closed form, which is"
+                " biased for this program (its latent sites depend on each other); choose trace"
+            )
+        # forward(x, kl_weight) -> -ELBO summed over x; under DistributedDataParallel in torchrun
+        self.loss_fn = group.loss_module(estimator, program)
+        self.kl_weight = kl_weight(0, cfg.beta, 0)
         # The batch order and binarization: seeded alike on every rank, so all draw the same.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
@@ -84,9 +108,11 @@ class TrainingLoop:
                 train_loss = self._epoch(bar, epoch)
                 seconds = time.perf_counter() - started
                 skipped = self.guard.end_epoch(epoch)  # equal on every rank: verdicts agree
-                self.vae.eval()
-                valid_loss = self.group.mean(partial(negative_elbo, self.vae), self.splits.valid)
-                self.vae.train()
+                self.program.eval()
+                valid_loss = self.group.mean(
+                    partial(negative_elbo, self.program), self.splits.valid
+                )
+                self.program.train()
                 if not math.isfinite(valid_loss):  # reduced over ranks: all stop together
                     raise TrainingError(
                         f"the validation loss is {valid_loss} after epoch {epoch}; the last"
@@ -98,7 +124,7 @@ class TrainingLoop:
                     "step": self.step,
                     "train_loss": train_loss,
                     "valid_loss": valid_loss,
-                    "kl_weight": self.vae.kl_weight,
+                    "kl_weight": self.kl_weight,
                     "skipped_steps": skipped,
                     "epoch_seconds": seconds,
                 }
@@ -136,15 +162,15 @@ class TrainingLoop:
         counted = 0  # datapoints of the steps that were not skipped (over all ranks)
         for indices in batch_slices(n, cfg.batch_size, self.generator, self.device):
             batch = x_train[self.group.shard(indices)]  # this rank's share of the global batch
-            self.vae.kl_weight = kl_weight(self.step, cfg.beta, self.warmup_steps)
+            self.kl_weight = kl_weight(self.step, cfg.beta, self.warmup_steps)
             with pyro.validation_enabled(self.step == 0):
-                loss_sum = self._loss(batch)
+                loss_sum = self._loss(batch, self.kl_weight)
             loss = loss_sum * self.group.loss_scale(len(indices))  # mean over the global batch
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # every rank, every step: DDP averages the gradients here
             # A non-finite loss or gradient on any rank is skipped by all: it never reaches the
             # parameters.
-            if self.guard.check(loss, self.vae.parameters(), cfg.clip_norm, epoch, self.step):
+            if self.guard.check(loss, self.program.parameters(), cfg.clip_norm, epoch, self.step):
                 self.optimizer.step()
                 total += loss_sum.detach()
                 counted += len(indices)
@@ -152,14 +178,14 @@ class TrainingLoop:
             bar.update(1)
         return float(self.group.sum(total)) / counted if counted else math.nan
 
-    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+    def _loss(self, batch: torch.Tensor, weight: float) -> torch.Tensor:
         """The negative ELBO summed over ``batch``; Pyro's checks of the first step become
         one-line errors."""
         try:
             with warnings.catch_warnings():
                 # Pyro warns of every NaN loss; the guard counts them into the metrics instead.
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
-                return self.loss_fn(batch)
+                return self.loss_fn(batch, kl_weight=weight)
         except PyrovaeError:
             raise
         except (ValueError, RuntimeError) as error:
@@ -175,7 +201,7 @@ class TrainingLoop:
         return {
             "config": self.config.to_dict(),
             "x_shape": list(self.splits.x_shape),
-            "model": self.vae.state_dict(),  # the plain VAE's: no DDP "module." prefix
+            "model": self.program.state_dict(),  # the plain program's: no DDP "module." prefix
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,
             "step": self.step,
@@ -190,7 +216,7 @@ class TrainingLoop:
         """Take up the state ``checkpoint`` saved (``resume.open_resume`` checked its keys),
         on every rank: the model, Adam's state, the counters and every generator as rank 0 had
         them (ranks > 0 then reseed Pyro's stream: ``Group.seed_sampling``)."""
-        load_weights(self.vae, payload["model"])
+        load_weights(self.program, payload["model"])
         try:
             self.optimizer.load_state_dict(payload["optimizer"])
         except (ValueError, KeyError, TypeError, RuntimeError) as error:

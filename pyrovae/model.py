@@ -1,33 +1,33 @@
-"""The VAE: one ``PyroModule`` holding a model and a guide over the latent site ``z``."""
+"""The one-site VAE, p(z) p(x|z) with a decoder and q(z|x) with an encoder: the program
+``vae``, built from the prior, guide, likelihood and networks named in the config."""
 
 from __future__ import annotations
 
 import pyro
 import torch
 from pyro import distributions as dist
-from pyro import poutine
-from pyro.nn import PyroModule
+from pyro.nn import pyro_method
 
 from .config import ModelConfig
 from .guides import VariationalFamily
 from .likelihoods import Likelihood
 from .priors import Prior
-from .registry import build
+from .program import DATA_PLATE, OBSERVED, Program, observation
+from .registry import build, register
 
 __all__ = ["LATENT", "OBSERVED", "DATA_PLATE", "VAE", "build_vae"]
 
-#: Site and plate names shared by the model and the guide.
+#: The latent site of the one-site VAE.
 LATENT = "z"
-OBSERVED = "x"
-DATA_PLATE = "data"
 
 
-class VAE(PyroModule):
+class VAE(Program):
     """p(z) p(x|z) with a decoder network, and q(z|x) with an encoder network.
 
-    ``kl_weight`` scales the latent site in both programs (``poutine.scale``), so every ELBO
-    estimator sees beta * KL while the reconstruction term keeps weight one.
+    A KL weight (beta, warm-up) is applied from outside by ``latent_weight.weight_latents``.
     """
+
+    analytic_kl = True  # one latent site
 
     def __init__(
         self,
@@ -37,34 +37,28 @@ class VAE(PyroModule):
         encoder: torch.nn.Module,
         decoder: torch.nn.Module,
     ) -> None:
-        super().__init__()
+        super().__init__(likelihood.x_shape)
         self.prior = prior
         self.posterior = posterior
         self.likelihood = likelihood
         self.encoder = encoder
         self.decoder = decoder
-        self.x_shape = likelihood.x_shape
         self.latent_dim = posterior.latent_dim
-        self.kl_weight = 1.0
 
-    def model(self, x: torch.Tensor) -> None:
-        """p(z) p(x|z) for a batch ``x`` of shape ``(batch, *x_shape)``."""
-        with pyro.plate(DATA_PLATE, x.shape[0]):
-            with self._latent_weight():
-                z = pyro.sample(LATENT, self.prior())  # ([particles,] batch, latent_dim)
-            pyro.sample(OBSERVED, self.decode(z), obs=x)
+    @pyro_method
+    def model(self, x: torch.Tensor | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """p(z) p(x|z) for a batch ``x`` of shape ``(batch, *x_shape)``; with ``x=None`` it
+        draws ``batch_size`` (default 1) new datapoints. Returns x (observed or drawn)."""
+        n = len(x) if x is not None else (batch_size or 1)
+        with pyro.plate(DATA_PLATE, n):
+            z = pyro.sample(LATENT, self.prior())  # ([particles,] batch, latent_dim)
+            return pyro.sample(OBSERVED, self.decode(z), obs=observation(x))
 
-    def guide(self, x: torch.Tensor) -> None:
+    @pyro_method
+    def guide(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """q(z|x) for a batch ``x`` of shape ``(batch, *x_shape)``."""
-        with pyro.plate(DATA_PLATE, x.shape[0]), self._latent_weight():
-            pyro.sample(LATENT, self.encode(x))
-
-    def _latent_weight(self) -> poutine.messenger.Messenger:
-        """``poutine.scale`` by ``kl_weight``; a weight of 0 masks the latent terms out instead
-        (``poutine.scale`` refuses 0), leaving the reconstruction term alone."""
-        if self.kl_weight == 0:
-            return poutine.mask(mask=False)
-        return poutine.scale(scale=self.kl_weight)
+        with pyro.plate(DATA_PLATE, len(x)):
+            return pyro.sample(LATENT, self.encode(x))
 
     def encode(self, x: torch.Tensor) -> dist.TorchDistribution:
         """q(z|x), batched over the leading dimensions of ``x``."""
@@ -77,8 +71,7 @@ class VAE(PyroModule):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """The likelihood's mean for ``n`` draws of z from the prior: ``(n, *x_shape)``."""
-        z = self.prior().sample((n,))
-        return self.decode(z).mean
+        return self.decode(self.prior().sample((n,))).mean
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,3 +118,13 @@ def build_vae(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
         out_shape=tuple(likelihood.param_shape),
     )
     return VAE(prior, posterior, likelihood, encoder, decoder)
+
+
+@register("program", "vae")
+def vae(model_config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
+    """The one-site VAE: p(z) from ``model.prior``, p(x|z) from ``model.likelihood`` over
+    ``model.decoder``, q(z|x) from ``model.guide`` over ``model.encoder``."""
+    return build_vae(model_config, x_shape)
+
+
+vae.config_sections = ("latent_dim", "prior", "guide", "likelihood", "encoder", "decoder")

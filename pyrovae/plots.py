@@ -8,10 +8,19 @@ from pathlib import Path
 
 import torch
 
+from .program import Program, generate, reconstruct
+
 #: Images narrower than this are enlarged by an integer factor so a grid is legible.
 MIN_SIDE = 28
 
-__all__ = ["as_images", "save_grid", "save_samples", "save_reconstructions", "save_learning_curves"]
+__all__ = [
+    "as_images",
+    "save_grid",
+    "sample",
+    "save_samples",
+    "save_reconstructions",
+    "save_learning_curves",
+]
 
 
 def as_images(x: torch.Tensor) -> torch.Tensor | None:
@@ -41,17 +50,25 @@ def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8) -> bool:
     return True
 
 
-def save_samples(vae: torch.nn.Module, path: str | Path, n: int = 64) -> bool:
+def save_samples(program: torch.nn.Module, path: str | Path, n: int = 64) -> bool:
     """A grid of ``n`` samples from the model (the likelihood's mean)."""
-    return save_grid(vae.sample(n), path, nrow=math.isqrt(n) or 1)
+    return save_grid(sample(program, n), path, nrow=math.isqrt(n) or 1)
 
 
-def save_reconstructions(vae: torch.nn.Module, x: torch.Tensor, path: str | Path) -> bool:
+def save_reconstructions(program: torch.nn.Module, x: torch.Tensor, path: str | Path) -> bool:
     """Rows of originals over their reconstructions, 8 pairs to a row."""
     x = x[:32]
-    recon = vae.reconstruct(x)
+    if isinstance(program, Program):
+        recon = program.reconstruct(x)
+    else:
+        recon = reconstruct(program.model, program.guide, x)
     rows = [t for i in range(0, len(x), 8) for t in (x[i : i + 8], recon[i : i + 8])]
     return save_grid(torch.cat(rows), path, nrow=8)
+
+
+def sample(program: torch.nn.Module, n: int) -> torch.Tensor:
+    """``n`` samples of ``program`` (its ``sample``, else its model run with ``x=None``)."""
+    return program.sample(n) if isinstance(program, Program) else generate(program.model, n)
 
 
 def save_learning_curves(metrics: Sequence[dict], path: str | Path) -> None:

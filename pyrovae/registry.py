@@ -38,10 +38,21 @@ __all__ = [
 ]
 
 #: The kinds of component a config can name.
-KINDS = ("prior", "guide", "likelihood", "network", "estimator", "dataset")
+KINDS = ("program", "prior", "guide", "likelihood", "network", "estimator", "dataset")
 
 #: Constructor parameters filled by pyrovae from the model, never read from a config file.
-CONTEXT = frozenset({"latent_dim", "x_shape", "in_shape", "out_shape", "encoder", "guide"})
+CONTEXT = frozenset(
+    {
+        "latent_dim",
+        "x_shape",
+        "in_shape",
+        "out_shape",
+        "encoder",
+        "guide",
+        "model_config",
+        "max_plate_nesting",
+    }
+)
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
 
@@ -212,7 +223,9 @@ def _load_builtins() -> None:
         flow_prior,
         guides,
         likelihoods,
+        model,
         nets,
         priors,
+        two_layer,
         vamp,
     )

@@ -20,7 +20,7 @@ import torch
 from .checkpoint import atomic_write_bytes, load_checkpoint
 from .config import Config
 from .errors import CheckpointError, ConfigError
-from .model import VAE, build_vae
+from .program import build_program
 
 __all__ = [
     "CONFIG_FILE",
@@ -66,11 +66,11 @@ RUN_FILES = frozenset(
 
 @dataclass
 class Run:
-    """What ``train`` returns: the run directory, its config, the trained model and metrics."""
+    """What ``train`` returns: the run directory, its config, the trained program and metrics."""
 
     directory: Path
     config: Config
-    model: VAE
+    model: torch.nn.Module
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -261,8 +261,8 @@ def resolve_device(name: str) -> torch.device:
 
 def load_run(
     directory: str | Path, device: str | torch.device = "cpu", checkpoint: str = CHECKPOINT_FILE
-) -> tuple[Config, VAE, dict[str, Any]]:
-    """The config, the model with its trained weights, and the raw checkpoint of a run.
+) -> tuple[Config, torch.nn.Module, dict[str, Any]]:
+    """The config, the program with its trained weights, and the raw checkpoint of a run.
 
     ``checkpoint`` is ``CHECKPOINT_FILE`` (the last) or ``BEST_FILE`` (the best validation loss).
     """
@@ -278,23 +278,24 @@ def load_run(
     except ConfigError as error:
         raise CheckpointError(f"checkpoint config is invalid: {error}") from None
     x_shape = check_x_shape(payload["x_shape"], f"checkpoint {str(directory / checkpoint)!r}")
-    vae = build_vae(config.model, x_shape).to(device)
-    load_weights(vae, payload["model"])
-    return config, vae, payload
+    program = build_program(config.model, x_shape).to(device)
+    load_weights(program, payload["model"])
+    return config, program, payload
 
 
-def check_data_shape(x: torch.Tensor, vae: VAE, directory: str | Path) -> None:
+def check_data_shape(x: torch.Tensor, payload: dict[str, Any], directory: str | Path) -> None:
     """Refuse data whose datapoints do not have the shape the run's model was built for."""
-    if tuple(x.shape[1:]) != tuple(vae.x_shape):
+    saved = tuple(payload["x_shape"])
+    if tuple(x.shape[1:]) != saved:
         raise CheckpointError(
-            f"run {str(directory)!r} was trained on datapoints of shape {tuple(vae.x_shape)},"
+            f"run {str(directory)!r} was trained on datapoints of shape {saved},"
             f" the data now has shape {tuple(x.shape[1:])}"
         )
 
 
-def load_weights(vae: VAE, state: dict[str, torch.Tensor]) -> None:
+def load_weights(program: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a state dict, naming the first difference when the architecture does not match."""
-    own = vae.state_dict()
+    own = program.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
@@ -317,4 +318,4 @@ def load_weights(vae: VAE, state: dict[str, torch.Tensor]) -> None:
             )
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"checkpoint holds NaN or infinite weights (first in {key})")
-    vae.load_state_dict(state)
+    program.load_state_dict(state)

@@ -12,14 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyro
+import torch
 
 from .config import Config
 from .data import Splits, check_likelihood, load_splits
 from .distributed import Group, session
 from .errors import ConfigError
+from .likelihoods import Likelihood
 from .loop import TrainingLoop, kl_weight
-from .model import VAE, build_vae
 from .plots import save_learning_curves, save_reconstructions, save_samples
+from .program import build_program, own_param_store
 from .resume import ResumePoint, open_resume
 from .run import Run, check_output_location, default_run_dir, prepare_run_dir
 
@@ -33,14 +35,14 @@ def train(
     overwrite: bool = False,
     resume: str | Path | None = None,
 ) -> Run:
-    """Train the VAE described by ``config``; results go to ``out`` (default ``runs/<name>``).
+    """Train the program described by ``config``; results go to ``out`` (default ``runs/<name>``).
 
     ``resume=RUN_DIR`` goes on with that run from its last checkpoint, in that directory;
     ``config`` must be the run's own (``resume.RESUMABLE_KEYS`` may differ). Under torchrun
     every process calls this and they train together with DDP; rank 0 alone writes ``out``
     (see ``pyrovae.distributed``). A run trained on N processes resumes on any number.
     """
-    with session(config.train) as group:
+    with session(config.train) as group, own_param_store():
         return _train(config, out, quiet, overwrite, resume, group)
 
 
@@ -66,10 +68,12 @@ def _train(
     directory = group.on_main(lambda: _locate(out, config.name, overwrite, point is not None))
 
     splits = load_splits(config.data, device)
-    vae = build_vae(config.model, splits.x_shape).to(device)
-    check_likelihood(splits, vae.likelihood)
+    program = build_program(config.model, splits.x_shape).to(device)
+    likelihood = getattr(program, "likelihood", None)
+    if isinstance(likelihood, Likelihood):
+        check_likelihood(splits, likelihood)
     # Built before anything is written: a bad estimator option leaves no half-made run behind.
-    loop = TrainingLoop(config, vae, splits, group, quiet or not group.is_main)
+    loop = TrainingLoop(config, program, splits, group, quiet or not group.is_main)
     if point is None:
         group.on_main(lambda: prepare_run_dir(directory, config, overwrite))
     else:
@@ -79,9 +83,9 @@ def _train(
         group.on_main(point.rewrite)  # config.toml, metrics.jsonl, stale temporary files
     group.seed_sampling(config.train.seed)  # ranks > 0: a stream of Pyro's draws of their own
     metrics = loop.run(directory)
-    vae.eval()
-    group.on_main(lambda: _save_pictures(vae, splits, metrics, directory))
-    return Run(directory=directory, config=config, model=vae, metrics=metrics)
+    program.eval()
+    group.on_main(lambda: _save_pictures(program, splits, metrics, directory))
+    return Run(directory=directory, config=config, model=program, metrics=metrics)
 
 
 def _locate(out: str | Path | None, name: str, overwrite: bool, resuming: bool) -> Path:
@@ -92,7 +96,9 @@ def _locate(out: str | Path | None, name: str, overwrite: bool, resuming: bool) 
     return directory
 
 
-def _save_pictures(vae: VAE, splits: Splits, metrics: list[dict], directory: Path) -> None:
-    save_samples(vae, directory / "samples.png")
-    save_reconstructions(vae, splits.valid, directory / "reconstructions.png")
+def _save_pictures(
+    program: torch.nn.Module, splits: Splits, metrics: list[dict], directory: Path
+) -> None:
+    save_samples(program, directory / "samples.png")
+    save_reconstructions(program, splits.valid, directory / "reconstructions.png")
     save_learning_curves(metrics, directory / "learning_curves.png")

@@ -12,7 +12,7 @@ import pyro
 import pytest
 import torch
 
-import pyrovae  # also sets Pyro's module-local parameters before any module is built
+import pyrovae
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PYROVAE_TEST_DATA_DIR", REPO.parent / "shared" / "data"))

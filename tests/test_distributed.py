@@ -288,6 +288,20 @@ def two_process_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess
     return out, result
 
 
+def test_a_user_program_with_two_latent_layers_trains_on_two_processes(tmp_path):
+    """A program other than the one-site VAE under torchrun, with ``dreg``: both ranks train
+    it, rank 0 writes the run, and one process evaluates it."""
+    out = tmp_path / "run"
+    program = "model.program={name='two_layer', latent1=4, latent2=2, hidden1=[16], hidden2=[8]}"
+    result = _torchrun(
+        "-m", "pyrovae", "train", "--quiet", "--out", str(out), program,
+        "train.estimator={name='dreg', particles=3}", "train.device=cpu", "train.epochs=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-12000:]
+    evaluation = pyrovae.evaluate(out, particles=10, limit=20)
+    assert math.isfinite(evaluation.log_likelihood)
+
+
 def test_a_two_process_run_is_loaded_and_evaluated_by_one(two_process_run):
     out, result = two_process_run
     assert result.stdout.count("trained vae:") == 1  # rank 0 alone reports

@@ -29,6 +29,7 @@ from torch.distributions import kl_divergence
 import pyrovae
 from pyrovae.data import load_splits
 from pyrovae.estimators import meanfield, trace
+from pyrovae.latent_weight import weight_latents
 from pyrovae.model import LATENT
 from pyrovae.priors import Prior
 from pyrovae.registry import _REGISTRY, register
@@ -85,9 +86,12 @@ def elbo_samples(estimator, vae: pyrovae.VAE, x: torch.Tensor, repeats: int) -> 
     return torch.tensor(values, dtype=torch.double)
 
 
-def loss_at_seed(estimator, vae: pyrovae.VAE, x: torch.Tensor, seed: int = 7) -> float:
+def loss_at_seed(
+    estimator, vae: pyrovae.VAE, x: torch.Tensor, seed: int = 7, kl_weight: float = 1.0
+) -> float:
     pyro.set_rng_seed(seed)
-    return estimator.loss(vae.model, vae.guide, x)
+    model, guide = (weight_latents(fn, kl_weight) for fn in (vae.model, vae.guide))
+    return estimator.loss(model, guide, x)
 
 
 def guide_draw_at_seed(vae: pyrovae.VAE, x: torch.Tensor, seed: int = 7) -> torch.Tensor:
@@ -163,10 +167,8 @@ def test_kl_weight_scales_only_the_latent_term(beta, binary_digits):
         z = guide_draw_at_seed(vae, x)
         log_ratio = float((vae.encode(x).log_prob(z) - vae.prior().log_prob(z)).sum())
     for estimator, latent_term in ((meanfield(particles=1), kl), (trace(particles=1), log_ratio)):
-        vae.kl_weight = 1.0
         base = loss_at_seed(estimator, vae, x)
-        vae.kl_weight = beta
-        scaled = loss_at_seed(estimator, vae, x)
+        scaled = loss_at_seed(estimator, vae, x, kl_weight=beta)
         assert scaled - base == pytest.approx((beta - 1) * latent_term, rel=1e-9, abs=1e-9)
 
 

@@ -10,10 +10,15 @@ This file proves:
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+
+from conftest import run_cli
 
 import pyrovae
 from pyrovae.cli import build_parser
@@ -59,3 +64,38 @@ def test_pyproject_declares_the_command_and_the_test_extra():
     extras = pyproject["project"]["optional-dependencies"]["test"]
     assert {re.split(r"[<>=]", e)[0] for e in extras} >= {"pytest", "pytest-timeout"}
     assert '".[test]"' in setup_commands()[1]
+
+
+def test_readme_examples_are_the_example_files_and_run(tmp_path):
+    # A block after <!-- example:PATH --> is that file, verbatim; the files run as scripts.
+    readme = (REPO / "README.md").read_text()
+    marked = re.findall(r"<!-- example:(\S+) -->\n```python\n(.*?)```", readme, re.S)
+    assert marked, "the README shows no example file"
+    for path, block in marked:
+        assert block.strip() == (REPO / path).read_text().strip(), f"README's {path} is stale"
+        done = subprocess.run(
+            [sys.executable, str(REPO / path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_program_example_trains_from_the_command_line(tmp_path):
+    done = run_cli(
+        "train",
+        "--plugin",
+        str(REPO / "examples" / "my_program.py"),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "model.program=cluster_vae",
+        "train.estimator=tracegraph",
+        "train.epochs=2",
+        "train.device=cpu",
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "samples.png").is_file()

@@ -28,7 +28,9 @@ from PIL import Image
 from pyro import distributions as dist
 
 import pyrovae
+import pyrovae.distributed
 from pyrovae.data import check_likelihood, load_splits
+from pyrovae.estimators import differentiable_loss
 from pyrovae.evaluate import negative_elbo
 from pyrovae.likelihoods import Likelihood
 from pyrovae.registry import _REGISTRY, build, lookup, register
@@ -108,7 +110,7 @@ def test_every_registered_component_trains_a_step(kind, name, tmp_path):
     estimator = config.train.estimator
     elbo = build("estimator", estimator.name, estimator.options, "train.estimator")
     x = splits.training_epoch(torch.Generator().manual_seed(0))[:64]
-    loss = elbo(vae.model, vae.guide)(x)
+    loss = differentiable_loss(elbo, vae.model, vae.guide, x)
     loss.backward()
     assert torch.isfinite(loss)
     for parameter_name, parameter in vae.named_parameters():
@@ -199,17 +201,18 @@ def test_kl_warmup_schedule_values():
 
 def test_kl_warmup_reaches_the_model_at_every_step(tmp_path, monkeypatch):
     weights: list[float] = []
-    model = pyrovae.VAE.model
+    weight_latents = pyrovae.distributed.weight_latents
 
-    def recording_model(self, x):
-        weights.append(self.kl_weight)
-        return model(self, x)
+    def recording(fn, weight):
+        if fn.__name__ == "model":
+            weights.append(weight)
+        return weight_latents(fn, weight)
 
-    monkeypatch.setattr(pyrovae.VAE, "model", recording_model)
+    monkeypatch.setattr(pyrovae.distributed, "weight_latents", recording)
     config = small_config("train.epochs=3", "train.warmup_epochs=2", "train.beta=0.5")
     run = pyrovae.train(config, out=tmp_path, quiet=True)
     steps = run.metrics[0]["step"]  # 13 steps per epoch: 1294 training digits, batches of 100
-    # Training calls see the schedule, step by step; validation calls always see weight 1.
+    # Training steps see the schedule, step by step (validation is never weighted).
     scheduled = [kl_weight(step, 0.5, 2 * steps) for step in range(3 * steps)]
     assert [w for w in weights if w != 1.0] == scheduled
     assert scheduled[0] == pytest.approx(0.5 / (2 * steps)) and scheduled[-1] == 0.5

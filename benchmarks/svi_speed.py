@@ -1,0 +1,142 @@
+"""Training speed: a plain ``pyro.infer.SVI`` loop against ``pyrovae.train``, on the same program.
+
+Every pyrovae model is a ``pyrovae.Program`` whose ``model`` and ``guide`` a plain
+``SVI(program.model, program.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())`` trains. This
+script times one epoch of that loop against one epoch of pyrovae's own driver on the 784-400-50
+softplus VAE of examples/configs/mnist.toml (Bernoulli likelihood, diagonal-normal guide),
+batch 256, Adam 1e-3, the ``trace`` estimator (Trace_ELBO), dynamic binarization.
+
+Both see the same images: the first ``--train-limit`` MNIST training images are written to a
+temporary ``.pt`` file read by pyrovae's ``file`` dataset, and the SVI loop takes the training
+tensor ``pyrovae.data.load_splits`` returns for that same config (held in memory, batches are
+index slices of a fresh permutation and Bernoulli draw per epoch, as in pyrovae's loop). They
+run back to back in one process, in alternating blocks, and the script prints the ratio of
+median epoch times (SVI / pyrovae). pyrovae's epoch time is its ``epoch_seconds`` metric (the
+training steps of one epoch, validation excluded); the SVI loop times the same work. The SVI loop
+runs under Pyro's default settings (validation on) unless ``--no-pyro-validation``; pyrovae's
+loop validates the first batch only.
+
+    OMP_NUM_THREADS=1 python benchmarks/svi_speed.py --data-dir ../shared/data --threads 1 \
+        --blocks 3 --epochs 1 --train-limit 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI, Trace_ELBO
+
+import pyrovae
+from pyrovae.data import load_splits
+from pyrovae.program import build_program, own_param_store
+
+VALIDATION_IMAGES = 1000
+
+
+def write_images(data_dir: str, limit: int, path: Path) -> None:
+    """The first ``limit`` MNIST training images (and 1000 test images) as a ``.pt`` dict."""
+    config = pyrovae.load_config(
+        "examples/configs/mnist.toml", [f"data.root={data_dir!r}".replace("'", '"')]
+    )
+    splits = load_splits(config.data, torch.device("cpu"))
+    # mnist.toml holds the last 10,000 training images out: what is left is the first 50,000.
+    train = splits.train[:limit].clone()
+    test = splits.test[:1000].clone()
+    torch.save({"train": train, "test": test}, path)
+
+
+def svi_epochs(
+    config: pyrovae.Config, train: torch.Tensor, epochs: int, validation: bool
+) -> list[float]:
+    """Epoch times of a plain SVI loop on a freshly built program of ``config.model``."""
+    times = []
+    with own_param_store(), pyro.validation_enabled(validation):
+        pyro.set_rng_seed(config.train.seed)
+        program = build_program(config.model, tuple(train.shape[1:])).to(train.device)
+        optimizer = pyro.optim.Adam({"lr": config.train.lr})
+        svi = SVI(program.model, program.guide, optimizer, loss=Trace_ELBO())
+        generator = torch.Generator(device=train.device).manual_seed(config.train.seed)
+        for _ in range(epochs):
+            started = time.perf_counter()
+            x_epoch = torch.bernoulli(train, generator=generator)
+            order = torch.randperm(len(train), generator=generator, device=train.device)
+            for indices in order.split(config.train.batch_size):
+                svi.step(x_epoch[indices])
+            if train.is_cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def pyrovae_epochs(config: pyrovae.Config) -> list[float]:
+    with tempfile.TemporaryDirectory() as out:
+        run = pyrovae.train(config, out=out, quiet=True, overwrite=True)
+    return [m["epoch_seconds"] for m in run.metrics]
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        images = Path(folder) / "mnist_train.pt"
+        write_images(args.data_dir, args.train_limit + VALIDATION_IMAGES, images)
+        overrides = [
+            'data.name="file"',
+            f"data.path={str(images)!r}".replace("'", '"'),
+            f"data.validation_size={VALIDATION_IMAGES}",
+            f"train.epochs={args.epochs}",
+            f"train.device={args.device!r}".replace("'", '"'),
+            'train.estimator={name="trace", particles=1}',
+            "train.batch_size=256",
+        ]
+        config = pyrovae.load_config(args.config, overrides)
+        device = torch.device("cuda" if args.device == "cuda" else "cpu")
+        train = load_splits(config.data, device).train
+        svi, ours = [], []
+        for block in range(args.blocks):
+            # Alternate which goes first, so that neither always runs on a warmer machine.
+            if block % 2 == 0:
+                svi += svi_epochs(config, train, args.epochs, args.pyro_validation)
+                ours += pyrovae_epochs(config)
+            else:
+                ours += pyrovae_epochs(config)
+                svi += svi_epochs(config, train, args.epochs, args.pyro_validation)
+            print(
+                f"block {block + 1}: plain SVI {statistics.median(svi):.3f} s/epoch,"
+                f" pyrovae.train {statistics.median(ours):.3f} s/epoch",
+                flush=True,
+            )
+    ratio = statistics.median(svi) / statistics.median(ours)
+    print(
+        f"median epoch: plain SVI {statistics.median(svi):.3f} s, pyrovae.train"
+        f" {statistics.median(ours):.3f} s, ratio SVI/pyrovae {ratio:.3f}"
+        f" ({len(svi)} epochs each of {len(train)} images, batch {config.train.batch_size},"
+        f" Trace_ELBO, Pyro validation {'on' if args.pyro_validation else 'off'} in SVI,"
+        f" {device}, {torch.get_num_threads()} threads)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="examples/configs/mnist.toml")
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per block (1)")
+    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks (3)")
+    parser.add_argument(
+        "--train-limit", type=int, default=50000, help="train on the first N images (50000)"
+    )
+    parser.add_argument(
+        "--no-pyro-validation",
+        dest="pyro_validation",
+        action="store_false",
+        help="switch Pyro's validation off in the SVI loop (on: Pyro's default)",
+    )
+    main(parser.parse_args())
