@@ -105,14 +105,13 @@ class ModelConfig:
         kind="network",
     )
 
-    @classmethod
-    def defaults(cls) -> ModelConfig:
-        """The default model section, every component's options filled in."""
-        return _parse_section(cls, {}, "model.")
+    def read_keys(self) -> tuple[str, ...]:
+        """The other keys of this section that the chosen program reads (its
+        ``config_sections``; the one-site ``vae`` reads them all)."""
+        from .registry import lookup
 
-    def settable_sections(self) -> tuple[str, ...]:
-        """The keys a program may read (all but ``program`` itself)."""
-        return tuple(f.name for f in dataclasses.fields(self) if f.name != "program")
+        factory = lookup("program", self.program.name, "model.program")
+        return tuple(getattr(factory, "config_sections", ()))
 
 
 @dataclass(frozen=True)
@@ -165,11 +164,24 @@ class Config:
         if _structure_depth(raw) > TOML_MAX_DEPTH:  # a crafted checkpoint's config, say
             raise ConfigError(f"config: nested deeper than {TOML_MAX_DEPTH} levels")
         _check_integers(raw, "")
-        return _parse_section(cls, raw, "")
+        config = _parse_section(cls, raw, "")
+        model = raw.get("model", {}) if isinstance(raw, Mapping) else {}
+        unread = set(model) - {"program", *config.model.read_keys()}
+        if unread:
+            key, program = sorted(unread)[0], config.model.program.name
+            raise ConfigError(
+                f"model.{key}: program {program!r} does not use it; remove it, or choose"
+                " model.program = 'vae'"
+            )
+        return config
 
     def to_dict(self) -> dict[str, Any]:
-        """A nested dict of plain TOML values; ``from_dict(to_dict())`` gives back ``self``."""
-        return _section_to_dict(self)
+        """A nested dict of plain TOML values; ``from_dict(to_dict())`` gives back ``self``.
+        The model section holds only the keys its program reads."""
+        out = _section_to_dict(self)
+        keep = {"program", *self.model.read_keys()}
+        out["model"] = {k: v for k, v in out["model"].items() if k in keep}
+        return out
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())

@@ -32,7 +32,7 @@ from pyro.nn import PyroModule
 
 from .config import ModelConfig
 from .errors import ConfigError
-from .registry import build, lookup
+from .registry import build
 
 __all__ = [
     "DATA_PLATE",
@@ -198,19 +198,10 @@ def build_program(config: ModelConfig, x_shape: tuple[int, ...]) -> torch.nn.Mod
     """Build the program named by ``config.program`` for data of shape ``x_shape``.
 
     A program reads the other ``model`` keys it lists in ``config_sections`` (the ``vae``
-    program reads them all); setting a key the chosen program does not read is an error, never
-    silently ignored.
+    program reads them all); a config that sets a key its program does not read is refused
+    when it is read (``Config.from_dict``), never silently ignored.
     """
     name = config.program.name
-    factory = lookup("program", name, "model.program")
-    used = set(getattr(factory, "config_sections", ()))
-    defaults = ModelConfig.defaults()
-    for key in config.settable_sections():
-        if key not in used and getattr(config, key) != getattr(defaults, key):
-            raise ConfigError(
-                f"model.{key}: program {name!r} does not use it; remove it, or choose"
-                " model.program = 'vae'"
-            )
     program = build(
         "program",
         name,

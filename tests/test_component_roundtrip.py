@@ -90,6 +90,7 @@ def test_example_configs_parse_and_round_trip(path):
 VARIANT_FILES = {
     "compare_estimators.toml": "configs/mnist.toml",
     "compare_components.toml": "configs/components.toml",
+    "compare_two_layer.toml": "configs/two_layer_mnist.toml",
 }
 
 

@@ -12,7 +12,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import run_cli, tiny
+from conftest import run_cli
 from linear_gaussian_chain import LinearGaussianChain
 from pyro.nn import pyro_method
 from torch import nn
@@ -71,7 +71,7 @@ USER = [
 
 
 def test_a_users_program_trains_evaluates_resumes_samples(tmp_path):
-    config = pyrovae.load_config(None, [*USER, "model.latent_dim=10"])  # the default: unused
+    config = pyrovae.load_config(None, USER)
     run = pyrovae.train(config.replace(["train.epochs=1"]), out=tmp_path / "run", quiet=True)
     assert isinstance(run.model, ClusterVAE)
     resumed = pyrovae.train(config, resume=tmp_path / "run", quiet=True)
@@ -129,9 +129,13 @@ def test_the_command_line_runs_every_command_on_a_program(tmp_path):
     assert "| `stl` |" in gradients.stdout
 
 
-def test_a_key_the_program_does_not_read_is_refused():
-    with pytest.raises(ConfigError, match=r"model.latent_dim: program .two_layer. does not use it"):
-        pyrovae.build_program(tiny("model.program=two_layer").model, (1, 8, 8))
+def test_a_key_the_program_does_not_read_is_refused_even_at_its_default():
+    for key in ("model.latent_dim=10", "model.encoder=mlp", "model.prior=vamp"):
+        with pytest.raises(ConfigError, match=r"program 'two_layer' does not use it"):
+            pyrovae.load_config(None, ["model.program=two_layer", key])
+    config = pyrovae.load_config(None, ["model.program=two_layer"])
+    assert set(config.to_dict()["model"]) == {"program", "likelihood"}  # what the run saves
+    assert pyrovae.Config.from_dict(config.to_dict()) == config
 
 
 def test_a_program_that_cannot_generate_is_refused_in_one_line():
