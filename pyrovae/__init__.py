@@ -7,6 +7,10 @@ name in a config file; any Pyro program can be registered as a whole. Importing 
 no global state: no Pyro setting, nothing in the param store.
 """
 
+from pyrovae.boundary import guard_startup_interrupt
+
+guard_startup_interrupt()  # the pyrovae command: Ctrl-C during the imports below is one line
+
 import pyrovae.components  # noqa: F401  (registers the built-in components)
 import pyrovae.inference.estimators  # noqa: F401  (registers the estimators)
 from pyrovae.components.base import DATA_PLATE, Program, observation

@@ -35,6 +35,10 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "read_toml",
+    "parse_toml",
+    "TOML_MAX_BYTES",
+    "TOML_MAX_DEPTH",
+    "INT_LIMIT",
 ]
 
 
@@ -157,6 +161,9 @@ class Config:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Config:
         """Validate a nested mapping (as read from TOML) into a Config."""
+        if _structure_depth(raw) > TOML_MAX_DEPTH:  # a crafted checkpoint's config, say
+            raise ConfigError(f"config: nested deeper than {TOML_MAX_DEPTH} levels")
+        _check_integers(raw, "")
         config = _parse_section(cls, raw, "")
         model = raw.get("model", {}) if isinstance(raw, Mapping) else {}
         unread = set(model) - {"program", *config.model.read_keys()}
@@ -193,16 +200,83 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return Config.from_dict(apply_overrides(raw, overrides))
 
 
+#: The largest TOML file pyrovae reads (a config is a few hundred bytes).
+TOML_MAX_BYTES = 1 << 20
+#: The deepest nesting of tables and arrays pyrovae reads (a config needs 4).
+TOML_MAX_DEPTH = 32
+#: The largest integer a config may hold: what torch and NumPy index with (int64).
+INT_LIMIT = 2**63 - 1
+
+
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
-    """Parse a TOML file with ``tomllib`` (never code); a missing or invalid file is a
-    one-line ConfigError naming ``what`` it is."""
+    """Parse a TOML file with ``tomllib`` (never code). The one reader of every TOML file
+    (config, variants, a run's ``config.toml``): a missing, oversized, non-UTF-8, invalid or
+    too deeply nested file is a one-line ConfigError naming ``what`` it is and the file."""
     path = Path(path)
+    where = f"{what} {str(path)!r}"
+    if not path.exists():
+        raise ConfigError(f"{where} does not exist")
     if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist")
+        raise ConfigError(f"{where} is not a regular file")
     try:
-        return tomllib.loads(path.read_text())
+        with open(path, "rb") as handle:
+            data = handle.read(TOML_MAX_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"{where} cannot be read: {error.strerror or error}") from None
+    if len(data) > TOML_MAX_BYTES:
+        raise ConfigError(f"{where} is larger than the limit of {TOML_MAX_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte {error.start} is {data[error.start]:#04x})"
+        ) from None
+    return parse_toml(text, where)
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """``tomllib.loads(text)``; invalid or too deeply nested text (brackets or dotted keys) is a
+    one-line ConfigError that starts with ``where``."""
+    deep = ConfigError(f"{where} nests tables or arrays deeper than {TOML_MAX_DEPTH} levels")
+    if _nesting_depth(text) > TOML_MAX_DEPTH:  # before tomllib, which recurses per bracket
+        raise deep
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {error}") from None
+        raise ConfigError(f"{where} is not valid TOML: {error}") from None
+    except ValueError as error:  # an integer of more than 4300 digits
+        raise ConfigError(f"{where} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise deep from None
+    if _structure_depth(raw) > TOML_MAX_DEPTH:  # dotted keys nest without brackets
+        raise deep
+    return raw
+
+
+def _structure_depth(value: Any) -> int:
+    """The nesting depth of dicts and lists in ``value``, found without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def _nesting_depth(text: str) -> int:
+    """An upper bound of the nesting of inline arrays and tables: the deepest run of open
+    ``[``/``{`` (brackets in strings and comments count too, which only overestimates)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -214,6 +288,8 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value (train.epochs=5)")
         value = _parse_value(text.strip())
+        if key.count(".") >= TOML_MAX_DEPTH:
+            raise ConfigError(f"override key nests deeper than {TOML_MAX_DEPTH} levels")
         *parents, leaf = key.split(".")
         node = result
         for i, part in enumerate(parents):
@@ -234,10 +310,14 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
 
 # --------------------------------------------------------------------- internals
 def _parse_value(text: str) -> Any:
+    if _nesting_depth(text) > TOML_MAX_DEPTH:
+        raise ConfigError(f"override value nests deeper than {TOML_MAX_DEPTH} levels")
     try:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text
+    except ValueError as error:  # an integer of more than 4300 digits
+        raise ConfigError(f"override value: {error}") from None
 
 
 def _is_component_path(parts: list[str]) -> bool:
@@ -320,6 +400,21 @@ def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
     if value < minimum or (strict and value == minimum):
         bound = f"> {minimum}" if strict else f">= {minimum}"
         raise ConfigError(f"{where}: must be {bound}, got {value!r}")
+
+
+def _check_integers(raw: Any, where: str) -> None:
+    """Refuse integers beyond ``INT_LIMIT`` anywhere in a config (component options too)."""
+    if isinstance(raw, Mapping):
+        for key, value in raw.items():
+            _check_integers(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(raw, list | tuple):
+        for i, value in enumerate(raw):
+            _check_integers(value, f"{where}[{i}]")
+    elif isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) > INT_LIMIT:
+        raise ConfigError(
+            f"{where}: an integer of {raw.bit_length()} bits is beyond the largest pyrovae"
+            " accepts (2**63 - 1)"
+        )
 
 
 def _default(f: dataclasses.Field) -> Any:

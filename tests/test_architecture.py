@@ -3,7 +3,7 @@
 
 Layers, top to bottom; a module may import its own layer's modules and those below, never
 above: ``cli`` > ``evaluation`` > ``training`` > ``runs`` > ``inference`` > ``components`` >
-the foundations (``config``, ``registry``, ``errors``, ``param_store``). ARCHITECTURE.md draws
+the foundations (``config``, ``registry``, ``errors``, ``param_store``, ``boundary``). ARCHITECTURE.md draws
 the same picture.
 """
 
@@ -23,7 +23,7 @@ LAYERS = [
     ("runs",),
     ("inference",),
     ("components",),
-    ("config", "registry", "errors", "param_store"),
+    ("config", "registry", "errors", "param_store", "boundary"),
 ]
 
 

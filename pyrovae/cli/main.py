@@ -3,7 +3,8 @@
 
 Flags only map onto the config (``--data-dir`` is ``data.root``, ``--device`` is
 ``train.device``); any other key is set with ``KEY=VALUE`` arguments. A user mistake prints one
-line, ``pyrovae: error: ...``, and exits with status 2.
+line, ``pyrovae: error: ...``, and exits with status 2; Ctrl-C prints ``pyrovae: interrupted``
+and exits 130; the rules are in ``pyrovae.boundary`` (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -12,14 +13,21 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pyrovae import boundary
+from pyrovae.boundary import EXIT_USER_ERROR, SEED_LIMIT, OneLineParser, bounded_int
 from pyrovae.errors import PyrovaeError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "load_plugins", "EXIT_USER_ERROR", "SAMPLE_LIMIT"]
 
-EXIT_USER_ERROR = 2
+#: The most samples ``pyrovae sample`` draws into one picture.
+SAMPLE_LIMIT = 10_000
+#: What ``pyrovae sample --out`` may write (PIL picks the format from the extension).
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +37,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="MODULE_OR_FILE",
         help="import a module or .py file that registers components (repeatable)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, print the full traceback too (also: PYROVAE_DEBUG=1)",
     )
 
 
@@ -93,19 +106,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from pyrovae.param_store import own_param_store
-    from pyrovae.runs.directory import load_run
+    from pyrovae.runs.directory import BEST_FILE, CHECKPOINT_FILE, check_output_file, load_run
     from pyrovae.runs.pictures import sample, save_grid
 
-    if args.count < 1:
-        raise PyrovaeError(f"--count must be at least 1, got {args.count}")
-    _, program, _ = load_run(args.run_dir)
+    given = None
+    if args.out is not None:  # checked before the run is loaded, "" included
+        given = check_output_file(args.out, Path(), PICTURE_SUFFIXES, "--out")
+    _, program, _ = load_run(args.run_dir)  # the run directory exists from here on
+    default = Path(args.run_dir) / "samples-new.png"
+    out = given or check_output_file(str(default), default, PICTURE_SUFFIXES, "--out")
+    fallback = out.with_suffix(".pt")  # where samples that are not pictures go
+    if fallback.name in (CHECKPOINT_FILE, BEST_FILE):
+        raise PyrovaeError(
+            f"--out: {str(out)!r} would put samples beside the checkpoints as"
+            f" {fallback.name}; choose another name"
+        )
     torch.manual_seed(args.seed)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples-new.png"
     with own_param_store():
         samples = sample(program, args.count)
-    if not save_grid(samples, out):
-        torch.save(samples, out.with_suffix(".pt"))
-        out = out.with_suffix(".pt")
+    try:
+        if not save_grid(samples, out):
+            torch.save(samples, fallback)
+            out = fallback
+    except OSError as error:
+        raise PyrovaeError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
     print(f"wrote {args.count} samples to {out}")
     return 0
 
@@ -141,9 +165,10 @@ def _evaluation_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pyrovae", description="Variational auto-encoders as Pyro programs."
     )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a VAE and write a run directory")
@@ -162,9 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="write a grid of new samples from a run")
     _common(sample)
     sample.add_argument("run_dir", metavar="RUN_DIR")
-    sample.add_argument("--count", type=int, default=64, help="number of samples (64)")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    sample.add_argument("--out", metavar="FILE", help="PNG to write (RUN_DIR/samples-new.png)")
+    sample.add_argument(
+        "--count",
+        type=bounded_int(1, SAMPLE_LIMIT),
+        default=64,
+        help=f"number of samples, at most {SAMPLE_LIMIT} (64)",
+    )
+    sample.add_argument(
+        "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
+    )
+    sample.add_argument(
+        "--out", metavar="FILE", help="PNG or JPEG to write (RUN_DIR/samples-new.png)"
+    )
     sample.set_defaults(handler=cmd_sample)
 
     config = commands.add_parser("config", help="print the resolved config or the reference")
@@ -178,43 +212,96 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_plugins(plugins: Sequence[str]) -> None:
-    """Import user modules (dotted names or ``.py`` paths) so their ``@register`` calls run."""
+    """Import user modules (dotted names or ``.py`` paths) so their ``@register`` calls run.
+
+    A plugin that fails to load (a syntax error, an exception, a failed import, a duplicate
+    registration, a call of ``sys.exit``) is a one-line ``PyrovaeError`` naming its file and
+    line; the original error is its ``__cause__`` (shown with ``--debug``)."""
     for plugin in plugins:
+        if not plugin.strip():
+            raise PyrovaeError("--plugin: empty name; pass a module name or a .py file")
         if plugin.endswith(".py"):
             path = Path(plugin)
             if not path.is_file():
                 raise PyrovaeError(f"--plugin: file {plugin!r} does not exist")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            name = path.stem
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise PyrovaeError(f"--plugin: cannot load {plugin!r} as a Python module")
+            module = importlib.util.module_from_spec(spec)
+            previous = sys.modules.get(name)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except (Exception, SystemExit) as error:
+                if previous is None:
+                    sys.modules.pop(name, None)
+                else:
+                    sys.modules[name] = previous
+                raise _plugin_error(plugin, str(path.resolve()), error) from error
         else:
             try:
-                importlib.import_module(plugin)
-            except ModuleNotFoundError as error:
+                spec = importlib.util.find_spec(plugin)
+            except (ImportError, ValueError) as error:
                 raise PyrovaeError(f"--plugin: cannot import {plugin!r}: {error}") from None
+            if spec is None:
+                raise PyrovaeError(f"--plugin: cannot import {plugin!r}: no module of that name")
+            try:
+                importlib.import_module(plugin)
+            except (Exception, SystemExit) as error:
+                raise _plugin_error(plugin, spec.origin or "", error) from error
+
+
+def _plugin_error(plugin: str, origin: str, error: BaseException) -> PyrovaeError:
+    """One line naming the plugin's file and line where ``error`` arose."""
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f"{error.filename}:{error.lineno}"
+        return PyrovaeError(f"--plugin {where}: syntax error: {error.msg}")
+    frames = [(f.f_code.co_filename, n) for f, n in traceback.walk_tb(error.__traceback__)]
+    own = [
+        (file, n) for file, n in frames if origin and Path(file).resolve() == Path(origin).resolve()
+    ]
+    user = own[-1] if own else boundary.user_frame(error.__traceback__)
+    where = f"{user[0]}:{user[1]}" if user else plugin
+    if isinstance(error, SystemExit):
+        return PyrovaeError(
+            f"--plugin {where}: called sys.exit({error.code!r}) while loading; a plugin only"
+            " registers components"
+        )
+    return PyrovaeError(f"--plugin {where}: {type(error).__name__}: {boundary.first_line(error)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pyrovae`` command; returns the exit status."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # KEY=VALUE overrides may come after options (``--out DIR train.epochs=3``).
-    unknown = [item for item in extra if "=" not in item or item.startswith("-")]
-    if unknown or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
-    if extra:
-        args.overrides = [*args.overrides, *extra]
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    """Entry point of the ``pyrovae`` command; returns the exit status (see ``boundary``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = boundary.debug_requested(argv)
+    boundary.catch_interrupt()
     try:
-        load_plugins(args.plugin)
-        return handler(args)
-    except PyrovaeError as error:
-        print(f"pyrovae: error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("pyrovae: interrupted", file=sys.stderr)
-        return 130
+        try:
+            parser = build_parser()
+            args, extra = parser.parse_known_args(argv)
+        except SystemExit as done:  # --help and --version print and stop here, by design
+            return done.code if isinstance(done.code, int) else 0
+        # KEY=VALUE overrides may come after options (``--out DIR train.epochs=3``).
+        unknown = [item for item in extra if "=" not in item or item.startswith("-")]
+        if unknown or (extra and not hasattr(args, "overrides")):
+            raise boundary.UsageError(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        if extra:
+            args.overrides = [*args.overrides, *extra]
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        # Warnings are held back until the command succeeds: a refusal is one line.
+        with warnings.catch_warnings(record=True) as held:
+            load_plugins(args.plugin)
+            status = handler(args)
+        for warning in held:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        return status
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        return boundary.report(error, debug)
+    finally:
+        boundary.guard_shutdown_interrupt()
 
 
 if __name__ == "__main__":

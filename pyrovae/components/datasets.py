@@ -10,8 +10,12 @@ per-item loader.
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 import socket
+import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,7 @@ import torch
 
 from pyrovae.components.base import Likelihood
 from pyrovae.config import DataConfig
-from pyrovae.errors import DataError
+from pyrovae.errors import DataError, first_line, refusal_detail
 from pyrovae.registry import lookup, register
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "check_likelihood",
     "batch_slices",
     "EVAL_BINARIZE_SEED",
+    "check_idx_file",
 ]
 
 #: Seed of the one-off binarization of the validation and test splits, shared by every run.
@@ -190,21 +195,85 @@ def _torchvision(
 ) -> Dataset:
     """A torchvision dataset read from (or downloaded to) the data root. ``subfolder`` names
     the folder torchvision keeps it in (default ``<Class>/raw``); ``rgb`` images are stored
-    ``(N, H, W, 3)`` and become ``(N, 3, H, W)``, grey ones gain a channel dimension."""
+    ``(N, H, W, 3)`` and become ``(N, 3, H, W)``, grey ones gain a channel dimension.
+
+    Files that are there but damaged (an idx file with a wrong magic number, a header or size
+    that disagree, a checksum that does not match) are a one-line ``DataError`` naming them."""
     root = data_root(config)
     folder = root / (subfolder or f"{dataset_class.__name__}/raw")
+    files = _dataset_files(dataset_class)
+    present = [name for name in files if os.path.lexists(folder / name)]
+    if present and len(present) == len(files) and hasattr(dataset_class, "resources"):
+        for name in files:
+            check_idx_file(folder / name)
     try:
         splits = [dataset_class(str(root), train=t, download=False) for t in (True, False)]
     except RuntimeError:
+        missing = [name for name in files if name not in present]
+        if present and (not missing or not config.download):
+            problem = (
+                f"lacks {', '.join(missing)}"
+                if missing
+                else "holds files that are damaged (their checksums do not match)"
+            )
+            raise DataError(
+                f"data: {folder} {problem}; replace the {dataset_class.__name__} files there"
+            ) from None
         if not config.download:
             raise DataError(
                 f"data: {dataset_class.__name__} is not in {folder}; pass --data-dir DIR (a folder"
                 " holding that subfolder), set PYROVAE_DATA_DIR, or set data.download = true"
             ) from None
         splits = _download(dataset_class, root, folder)
+    except Exception as error:  # files torchvision found but could not read
+        raise DataError(
+            f"data: cannot read {dataset_class.__name__} from {folder} (damaged files?):"
+            f" {first_line(error)}"
+        ) from None
     images = [torch.as_tensor(s.data).to(torch.float32).div(255.0) for s in splits]
     images = [x.permute(0, 3, 1, 2) if rgb else x.unsqueeze(1) for x in images]
     return Dataset(train=images[0], test=images[1])
+
+
+def _dataset_files(dataset_class: type) -> list[str]:
+    """The names of the files a torchvision dataset reads from its folder."""
+    if hasattr(dataset_class, "resources"):  # MNIST and its kin: the unpacked idx files
+        return [os.path.splitext(os.path.basename(url))[0] for url, _ in dataset_class.resources]
+    lists = getattr(dataset_class, "train_list", []) + getattr(dataset_class, "test_list", [])
+    return [name for name, _ in lists]
+
+
+#: idx files (LeCun's MNIST format): type code (3rd byte of the magic number) -> bytes a value.
+_IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
+def check_idx_file(path: Path) -> None:
+    """Refuse an idx file whose magic number, header or size is wrong, naming the file: MNIST
+    images are unsigned bytes of 3 dimensions (N, H, W), labels of 1 (N)."""
+    where = f"data: {str(path)!r}"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+            if len(magic) < 4:
+                raise DataError(f"{where} is truncated: {len(magic)} bytes, no idx header")
+            ndim = magic[3]
+            dims = handle.read(4 * ndim)
+    except OSError as error:
+        raise DataError(f"{where} cannot be read: {error.strerror or error}") from None
+    wanted = 1 if "labels" in path.name else 3
+    if magic[:2] != b"\0\0" or magic[2] != 0x08 or ndim != wanted:
+        raise DataError(
+            f"{where} is not an idx file of unsigned bytes in {wanted} dimensions (magic number"
+            f" {magic.hex()}; MNIST's is {'00000801' if wanted == 1 else '00000803'})"
+        )
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{where} is truncated inside its header ({size} bytes)")
+    expected = 4 + 4 * ndim + math.prod(struct.unpack(f">{ndim}I", dims)) * _IDX_TYPES[magic[2]]
+    if size != expected:
+        raise DataError(
+            f"{where} holds {size} bytes but its header announces {expected}: damaged or truncated"
+        )
 
 
 def _download(dataset_class: type, root: Path, folder: Path) -> list:
@@ -265,20 +334,34 @@ def from_file(config: DataConfig) -> Dataset:
     path = Path(config.path)
     if not path.is_file():
         raise DataError(f"data.path: file {str(path)!r} does not exist")
+    where = f"data.path: {str(path)!r}"
+    if path.suffix not in (".npy", ".npz", ".pt"):
+        raise DataError(f"{where} must end in .npy, .npz or .pt")
     try:
         if path.suffix == ".npy":
             content = torch.as_tensor(np.load(path, allow_pickle=False))
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 content = {k: torch.as_tensor(archive[k]) for k in archive.files}
-        elif path.suffix == ".pt":
-            content = torch.load(path, map_location="cpu", weights_only=True)
         else:
-            raise DataError(f"data.path: {str(path)!r} must end in .npy, .npz or .pt")
-    except DataError:
-        raise
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise DataError(
+            f"{where} is refused: it holds pickled objects other than tensors and plain data"
+            f" (never loaded: they could run code): {refusal_detail(error)}"
+        ) from None
     except Exception as error:
-        raise DataError(f"data.path: cannot read {str(path)!r}: {error}") from None
+        raise DataError(f"{where} cannot be read: {first_line(error)}") from None
+    parts = content.values() if isinstance(content, dict) else [content]
+    for part in parts:
+        if torch.is_tensor(part) and (
+            part.layout != torch.strided or part.is_meta or part.is_quantized or part.is_nested
+        ):
+            kind = "meta" if part.is_meta else "quantized" if part.is_quantized else part.layout
+            kind = str(kind).removeprefix("torch.")
+            raise DataError(f"{where} holds a {kind} tensor; store a dense array")
     if isinstance(content, dict):
         if "train" not in content or "test" not in content:
             raise DataError(f"data.path: {str(path)!r} must hold arrays named 'train' and 'test'")

@@ -14,6 +14,11 @@ A component given by name (a string, or a table with ``name``) replaces the base
 with its options; a table of options alone (``train.estimator = { particles = 10 }``) updates
 them. Finished runs and evaluations found in the output folder with the same config and
 evaluation settings are reused, so an interrupted comparison resumes where it stopped.
+
+Output rule (checked for every variant before anything is trained or written): the output
+folder holds only pyrovae's tables and plots and run directories; a variant's folder is absent,
+empty, a run of the variant's own config (reused when it has a checkpoint, else trained again)
+or, with ``--overwrite`` only, a run of another config (replaced).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import argparse
 import csv
 import json
 import math
-import tomllib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +39,14 @@ from pyrovae.config import Config, read_toml
 from pyrovae.errors import ConfigError
 from pyrovae.evaluation.evaluate import Evaluation, add_estimate_arguments, evaluate
 from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE
-from pyrovae.runs.directory import CHECKPOINT_FILE, CONFIG_FILE, read_metrics
+from pyrovae.runs.directory import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    claim_run_dir,
+    read_metrics,
+    run_state,
+)
 
 __all__ = [
     "Result",
@@ -47,6 +59,8 @@ __all__ = [
 ]
 
 EVALUATION_FILE = "evaluation.json"
+#: What ``compare`` writes into its output folder besides the variants' run directories.
+RESULT_FILES = frozenset({"results.md", "results.csv", "learning_curves.png", "results.png"})
 
 
 @dataclass(frozen=True)
@@ -124,15 +138,16 @@ def compare(
             configs[name] = Config.from_dict(raw)
         except ConfigError as error:
             raise ConfigError(f"variant {name!r}: {error}") from None
+    reuse = _claim(out, configs, overwrite)  # every refusal before anything is written
     results = []
     settings = {"particles": particles, "limit": limit, "seed": 0}
     for name, config in configs.items():
         directory = out / name
-        if _finished(directory, config) and not overwrite:
+        if reuse[name]:
             _say(quiet, f"{name}: reusing the trained run in {directory}")
         else:
             _say(quiet, f"{name}: training ({config.train.epochs} epochs)")
-            train(config, out=directory, quiet=quiet, overwrite=True)
+            train(config, out=directory, quiet=quiet, overwrite=run_state(directory) == "run")
         evaluation = _cached_evaluation(directory, settings)
         if evaluation is None or overwrite:
             _say(quiet, f"{name}: evaluating (K = {particles})")
@@ -269,12 +284,57 @@ def _device(config: Config):
     return resolve_device(config.train.device)
 
 
-def _finished(directory: Path, config: Config) -> bool:
-    if not (directory / CHECKPOINT_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
+def _claim(out: Path, configs: Mapping[str, Config], overwrite: bool) -> dict[str, bool]:
+    """Apply the output rule to ``out`` and every variant's folder; per variant, whether its
+    finished run is reused."""
+    if not str(out).strip():
+        raise ConfigError("--out: an empty path; name a folder")
+    if os.path.lexists(out):
+        if out.is_symlink() or not out.is_dir():
+            raise ConfigError(f"--out {str(out)!r} is not a folder; choose another --out")
+        for entry in out.iterdir():
+            if entry.name in RESULT_FILES and entry.is_file() and not entry.is_symlink():
+                continue
+            if run_state(entry) not in ("empty", "run"):
+                raise ConfigError(
+                    f"--out {str(out)!r} holds {entry.name!r}, which is neither a run nor a"
+                    " result of pyrovae compare; choose another --out"
+                )
+    reuse = {}
+    for name, config in configs.items():
+        directory = out / name
+        same = _same_config(directory, config)
+        reuse[name] = same and (directory / CHECKPOINT_FILE).is_file() and not overwrite
+        if reuse[name]:
+            _check_metrics(directory)
+        if run_state(directory) == "run" and not same and not overwrite:
+            raise ConfigError(
+                f"compare: {directory} holds a run of another config; pass --overwrite to"
+                " replace it, or choose another --out"
+            )
+        claim_run_dir(directory, overwrite=True)  # only a folder that is no run is refused
+    return reuse
+
+
+def _check_metrics(directory: Path) -> None:
+    """The metrics of a reused run hold what the tables and plots read."""
+    for record in read_metrics(directory):
+        for key in ("epoch", "train_loss", "valid_loss", "epoch_seconds"):
+            value = record.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(
+                    f"compare: {directory / METRICS_FILE} has a record without a number"
+                    f" {key!r}; pass --overwrite to train the variant again"
+                )
+
+
+def _same_config(directory: Path, config: Config) -> bool:
+    """Whether ``directory`` holds a run whose config.toml is ``config``."""
+    if run_state(directory) != "run" or not (directory / CONFIG_FILE).is_file():
         return False
     try:
-        saved = tomllib.loads((directory / CONFIG_FILE).read_text())
-    except tomllib.TOMLDecodeError:
+        saved = read_toml(directory / CONFIG_FILE, "run config")
+    except ConfigError:
         return False
     return saved == config.to_dict()
 
@@ -300,6 +360,8 @@ def _say(quiet: bool, message: str) -> None:
 def command(args: argparse.Namespace, base: Config) -> int:
     """``pyrovae compare``, given the base config the command line describes."""
     variants = load_variants(args.variants)
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out: an empty path; name a folder")
     out = Path(args.out) if args.out else Path("runs") / f"compare-{base.name}"
     results = compare(
         base,

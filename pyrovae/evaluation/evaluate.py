@@ -18,9 +18,9 @@ from typing import Any
 import pyro
 import torch
 
+from pyrovae.boundary import SEED_LIMIT, bounded_int
 from pyrovae.components.programs import check_program
-from pyrovae.errors import ConfigError
-from pyrovae.inference.elbo import negative_elbo  # noqa: F401  (re-exported)
+from pyrovae.errors import ConfigError, TrainingError
 from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE, importance_estimate
 from pyrovae.param_store import own_param_store
 
@@ -31,6 +31,10 @@ __all__ = [
     "active_units",
     "ACTIVE_THRESHOLD",
 ]
+
+#: The command line's bounds of ``--particles`` and ``--chunk-size``.
+PARTICLE_LIMIT = 10**7
+CHUNK_LIMIT = 10**9
 
 #: Burda et al. (2015): a latent dimension is active when Cov_x(E_q[z]) exceeds this.
 ACTIVE_THRESHOLD = 0.01
@@ -162,13 +166,14 @@ def evaluate(
         )
     else:
         from pyrovae.components.datasets import load_splits
-        from pyrovae.runs.directory import load_run, resolve_device
+        from pyrovae.runs.directory import check_data_shape, load_run, resolve_device
 
         target = resolve_device(device)
-        config, program, _ = load_run(run, device=target)
+        config, program, payload = load_run(run, device=target)
         if x is None:
             data = config.data if data_root is None else replace(config.data, root=data_root)
             x = load_splits(data, target).test
+        check_data_shape(x, payload, run)
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {limit}")
@@ -188,6 +193,11 @@ def command(args: argparse.Namespace) -> int:
         data_root=args.data_dir,
         progress=not args.quiet,
     )
+    if not (math.isfinite(result.elbo) and math.isfinite(result.log_likelihood)):
+        raise TrainingError(
+            f"evaluate: the run {args.run_dir!r} scores the test data as NaN or infinite"
+            f" (ELBO {result.elbo}, log p(x) {result.log_likelihood}); its model is unusable"
+        )
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0
 
@@ -195,15 +205,20 @@ def command(args: argparse.Namespace) -> int:
 def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the importance-sampled estimate, shared by ``evaluate`` and ``compare``."""
     parser.add_argument(
-        "--particles", type=int, default=5000, help="importance samples K per datapoint (5000)"
+        "--particles",
+        type=bounded_int(1, PARTICLE_LIMIT),
+        default=5000,
+        help="importance samples K per datapoint (5000)",
     )
     parser.add_argument(
         "--chunk-size",
-        type=int,
+        type=bounded_int(1, CHUNK_LIMIT),
         default=DEFAULT_CHUNK_SIZE,
         help=f"particle-datapoint pairs per pass; bounds memory ({DEFAULT_CHUNK_SIZE})",
     )
-    parser.add_argument("--limit", type=int, help="evaluate the first N test datapoints only")
+    parser.add_argument(
+        "--limit", type=bounded_int(1), help="evaluate the first N test datapoints only"
+    )
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -213,7 +228,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     add_estimate_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument(
+        "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (auto)")
     parser.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -20,6 +20,7 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO
 
+from pyrovae.boundary import SEED_LIMIT, bounded_int
 from pyrovae.errors import ConfigError
 from pyrovae.inference.estimators import check_estimator, differentiable_loss
 from pyrovae.param_store import own_param_store
@@ -202,19 +203,26 @@ def save_snr_plot(rows: Sequence[GradientSNR], path: str | Path) -> None:
 def command(args: argparse.Namespace) -> int:
     """``pyrovae gradients RUN_DIR --estimators ...``."""
     from pyrovae.components.datasets import load_splits
-    from pyrovae.runs.directory import load_run
+    from pyrovae.runs.directory import check_data_shape, check_output_file, load_run
 
-    config, program, _ = load_run(args.run_dir)
+    suffixes = (".png", ".pdf", ".svg")
+    given = check_output_file(args.out, Path(), suffixes, "--out") if args.out is not None else None
+    config, program, payload = load_run(args.run_dir)  # the run directory exists from here on
+    default = Path(args.run_dir) / "gradient_snr.png"
+    out = given or check_output_file(str(default), default, suffixes, "--out")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     splits = load_splits(config.data, torch.device("cpu"))
+    check_data_shape(splits.train, payload, args.run_dir)
     x = splits.train[: args.batch_size]
     if splits.dynamic_binarization:
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(args.seed))
     rows = measure(program, x, args.estimators, args.draws, args.seed)
     print(format_table(rows))
-    out = Path(args.out) if args.out else Path(args.run_dir) / "gradient_snr.png"
-    save_snr_plot(rows, out)
+    try:
+        save_snr_plot(rows, out)
+    except OSError as error:
+        raise ConfigError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
     print(f"\n{args.draws} draws on a fixed batch of {len(x)} training datapoints; plot: {out}")
     return 0
 
@@ -232,9 +240,17 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="NAME[:K]",
         help="estimators as NAME[:K][,KEY=VALUE] (trace iwae:5 iwae:50 dreg:5 dreg:50)",
     )
-    parser.add_argument("--draws", type=int, default=100, help="gradient draws (100)")
-    parser.add_argument("--batch-size", type=int, default=100, help="fixed batch size (100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--out", metavar="PNG", help="plot (RUN_DIR/gradient_snr.png)")
+    parser.add_argument(
+        "--draws", type=bounded_int(2, 10**6), default=100, help="gradient draws (100)"
+    )
+    parser.add_argument(
+        "--batch-size", type=bounded_int(1, 10**6), default=100, help="fixed batch size (100)"
+    )
+    parser.add_argument(
+        "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
+    )
+    parser.add_argument(
+        "--out", metavar="FILE", help="plot, .png, .pdf or .svg (RUN_DIR/gradient_snr.png)"
+    )
     parser.set_defaults(handler=command)
     return parser

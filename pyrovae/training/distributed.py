@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pyrovae.config import TrainConfig
-from pyrovae.errors import ConfigError, PyrovaeError, TrainingError
+from pyrovae.errors import ConfigError, PyrovaeError, TrainingError, first_line
 from pyrovae.inference.estimators import differentiable_loss
 from pyrovae.inference.latent_weight import weight_latents
 from pyrovae.runs.directory import resolve_device
@@ -256,11 +256,6 @@ def _is_collective_failure(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in text for m in _COLLECTIVE_MARKERS)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _start(backend: str, launch: Launch, timeout: float, device: torch.device) -> None:
     try:
         dist.init_process_group(
@@ -270,7 +265,7 @@ def _start(backend: str, launch: Launch, timeout: float, device: torch.device) -
         )
     except ValueError as error:  # env:// rendezvous without MASTER_ADDR / MASTER_PORT
         raise ConfigError(
-            f"environment: cannot start the process group: {_first_line(error)}; launch"
+            f"environment: cannot start the process group: {first_line(error)}; launch"
             " with torchrun, which sets MASTER_ADDR and MASTER_PORT"
         ) from None
     except Exception as error:
@@ -278,7 +273,7 @@ def _start(backend: str, launch: Launch, timeout: float, device: torch.device) -
             raise
         raise DistributedError(
             f"rank {launch.rank} of {launch.world_size}: the other processes did not join"
-            f" within train.dist_timeout = {timeout:g} s ({_first_line(error)}); check that"
+            f" within train.dist_timeout = {timeout:g} s ({first_line(error)}); check that"
             " every rank started and can reach MASTER_ADDR:MASTER_PORT"
         ) from None
 
@@ -329,7 +324,7 @@ def session(config: TrainConfig) -> Iterator[Group]:
             raise
         raise DistributedError(
             f"rank {launch.rank} of {launch.world_size}: lost contact with the other processes"
-            f" ({_first_line(error)}); another rank died or waited longer than"
+            f" ({first_line(error)}); another rank died or waited longer than"
             f" train.dist_timeout = {config.dist_timeout:g} s: read its output above"
         ) from None
     finally:

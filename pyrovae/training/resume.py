@@ -31,6 +31,8 @@ uninterrupted run.
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,13 @@ import torch
 from pyrovae.config import Config, load_config
 from pyrovae.errors import CheckpointError, ConfigError, PyrovaeError
 from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint
-from pyrovae.runs.directory import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
+from pyrovae.runs.directory import (
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    check_x_shape,
+)
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -149,7 +157,7 @@ def open_resume(run_dir: str | Path, config: Config) -> ResumePoint:
     if not directory.is_dir():
         raise CheckpointError(f"--resume: run directory {str(directory)!r} does not exist")
     payload = None
-    if (directory / CHECKPOINT_FILE).exists():
+    if os.path.lexists(directory / CHECKPOINT_FILE):  # a dangling link is refused, not skipped
         payload = load_checkpoint(directory / CHECKPOINT_FILE, map_location="cpu")
         _check_payload(payload, directory / CHECKPOINT_FILE)
         saved = _parse_config(payload["config"], directory / CHECKPOINT_FILE)
@@ -211,7 +219,7 @@ def _saved_config(directory: Path) -> Config:
     """The run's config: from its checkpoint, else (stopped before one) from config.toml."""
     if not directory.is_dir():
         raise CheckpointError(f"--resume: run directory {str(directory)!r} does not exist")
-    if (directory / CHECKPOINT_FILE).exists():
+    if os.path.lexists(directory / CHECKPOINT_FILE):
         payload = load_checkpoint(directory / CHECKPOINT_FILE, map_location="cpu")
         _check_payload(payload, directory / CHECKPOINT_FILE)
         return _parse_config(payload["config"], directory / CHECKPOINT_FILE)
@@ -240,3 +248,32 @@ def _check_payload(payload: Mapping[str, Any], path: Path) -> None:
             f"checkpoint {str(path)!r} cannot be resumed: it holds {len(payload['metrics'])}"
             f" epochs of metrics for epoch {payload['epoch']}"
         )
+    check_x_shape(payload["x_shape"], f"checkpoint {str(path)!r}")
+    for epoch, record in enumerate(payload["metrics"], 1):
+        _check_record(record, epoch, path)
+
+
+#: The entries of a metrics record and their types (finite numbers where float).
+_RECORD: dict[str, type | tuple[type, ...]] = {
+    "epoch": int,
+    "step": int,
+    "train_loss": (int, float),
+    "valid_loss": (int, float),
+    "skipped_steps": int,
+}
+
+
+def _check_record(record: Any, epoch: int, path: Path) -> None:
+    """A metrics record of the checkpoint: a dict with the epoch's number, a step count and
+    finite losses (what training and the command's summary read back)."""
+    where = f"checkpoint {str(path)!r} cannot be resumed: metrics of epoch {epoch}"
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{where} are a {type(record).__name__}, not a table")
+    for key, kind in _RECORD.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{where}: {key!r} is missing or not a number")
+        if not math.isfinite(value) or value < 0 and kind is int:
+            raise CheckpointError(f"{where}: {key!r} is {value!r}")
+    if record["epoch"] != epoch:
+        raise CheckpointError(f"{where}: 'epoch' is {record['epoch']}")

@@ -67,7 +67,7 @@ def _train(
     device = group.device
     pyro.set_rng_seed(config.train.seed)
     # Before the data: a bad --out is known at once (on every rank, from rank 0).
-    directory = group.on_main(lambda: _locate(out, config.name))
+    directory = group.on_main(lambda: _locate(out, config.name, overwrite, point is not None))
 
     splits = load_splits(config.data, device)
     program = build_program(config.model, splits.x_shape).to(device)
@@ -80,10 +80,9 @@ def _train(
         group.on_main(lambda: prepare_run_dir(directory, config, overwrite))
     else:
         point.check(splits.x_shape, device)
+        if point.payload is not None:  # before the rewrite: a refused checkpoint changes nothing
+            loop.restore(point.payload)
         group.on_main(point.rewrite)  # config.toml, metrics.jsonl, stale temporary files
-
-    if point is not None and point.payload is not None:
-        loop.restore(point.payload)
     group.seed_sampling(config.train.seed)  # ranks > 0: a stream of Pyro's draws of their own
     metrics = loop.run(directory)
     program.eval()
@@ -91,9 +90,11 @@ def _train(
     return Run(directory=directory, config=config, model=program, metrics=metrics)
 
 
-def _locate(out: str | Path | None, name: str) -> Path:
+def _locate(out: str | Path | None, name: str, overwrite: bool, resuming: bool) -> Path:
+    if out is not None and not str(out).strip():
+        raise ConfigError("--out: an empty path; name a folder")
     directory = Path(out) if out is not None else default_run_dir(name)
-    check_output_location(directory)
+    check_output_location(directory, overwrite, resuming)  # the output rule, before the data
     return directory
 
 

@@ -63,6 +63,10 @@ class MixturePrior(Prior):
             from pyrovae.errors import ConfigError
 
             raise ConfigError(f"mixture: components must be >= 1, got {components}")
+        if init_spread < 0:
+            from pyrovae.errors import ConfigError
+
+            raise ConfigError(f"mixture: init_spread must be >= 0, got {init_spread}")
         self.loc = PyroParam(init_spread * torch.randn(components, latent_dim))
         self.scale = PyroParam(torch.ones(components, latent_dim), constraint=constraints.positive)
         logits = torch.zeros(components)

@@ -59,6 +59,8 @@ class VampPrior(Prior):
         super().__init__(latent_dim)
         if components < 1:
             raise ConfigError(f"vamp: components must be >= 1, got {components}")
+        if init_std < 0:
+            raise ConfigError(f"vamp: init_std must be >= 0, got {init_std}")
         if not guide.scores_any_point:
             raise ConfigError(
                 "model.prior: 'vamp' scores z under q(z|u) at any z, but the"
