@@ -3,8 +3,8 @@
 
 Layers, top to bottom; a module may import its own layer's modules and those below, never
 above: ``cli`` > ``evaluation`` > ``training`` > ``runs`` > ``inference`` > ``components`` >
-the foundations (``config``, ``registry``, ``errors``, ``param_store``, ``boundary``). ARCHITECTURE.md draws
-the same picture.
+the foundations (``config``, ``registry``, ``errors``, ``param_store``, ``boundary``).
+ARCHITECTURE.md draws the same picture.
 """
 
 from __future__ import annotations
