@@ -13,7 +13,6 @@ output from ``examples/gallery/``).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import re
@@ -104,28 +103,17 @@ GENERATED = DOCS / "_generated"
 
 
 def _config_reference():
-    """``config_reference()``, wherever the restructuring puts it."""
-    for name in ("pyrovae.cli.config", "pyrovae.cli.config_reference", "pyrovae.reference"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        function = getattr(module, "config_reference", None)
-        if callable(function):
-            return function
-    raise ImportError("no config_reference() in pyrovae.cli.config, config_docs or reference")
+    """``config_reference()``: the ``pyrovae config --reference`` table."""
+    from pyrovae.cli.config import config_reference
+
+    return config_reference
 
 
 def _registry():
-    """The module with ``builtin``, ``lookup`` and ``component_options``."""
-    for name in ("pyrovae.registry", "pyrovae.components.registry", "pyrovae.components"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if all(hasattr(module, f) for f in ("builtin", "lookup", "component_options")):
-            return module
-    raise ImportError("no component registry (builtin, lookup, component_options) found")
+    """The registry: ``builtin``, ``lookup`` and ``component_options``."""
+    from pyrovae import registry
+
+    return registry
 
 
 CATALOGUE_KINDS = {

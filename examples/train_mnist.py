@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pyrovae
-from pyrovae.evaluation.evaluate import negative_elbo
-from pyrovae.evaluation.plots import save_samples
+from pyrovae.inference.elbo import negative_elbo
+from pyrovae.runs.pictures import save_samples
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "mnist.toml"
 

@@ -196,6 +196,9 @@ def report(error: BaseException, debug: bool = False) -> int:
     if isinstance(error, KeyboardInterrupt):
         print("pyrovae: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if isinstance(error, BrokenPipeError):  # the reader went away (``pyrovae ... | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     if debug:
         traceback.print_exception(error)
     if isinstance(error, _user_error_base() | UsageError):

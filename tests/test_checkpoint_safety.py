@@ -279,7 +279,7 @@ def test_atomic_write_keeps_the_mode_a_plain_write_would_give(tmp_path):
 def test_an_unwritable_output_location_is_reported_before_training(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    train_module = importlib.import_module("pyrovae.train")
+    train_module = importlib.import_module("pyrovae.training.train")
 
     def too_late(*args, **kwargs):
         raise AssertionError("data loaded before the output location was checked")

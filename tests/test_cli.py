@@ -24,7 +24,7 @@ from conftest import REPO, run_cli
 from PIL import Image
 
 import pyrovae
-from pyrovae.cli.config_reference import config_reference
+from pyrovae.cli.config import config_reference
 from pyrovae.components.datasets import load_splits
 from pyrovae.registry import builtin
 from pyrovae.runs.pictures import MIN_SIDE

@@ -14,7 +14,7 @@ from pyrovae.components.datasets import Splits, check_likelihood, load_splits
 from pyrovae.components.programs.vae import build_vae
 from pyrovae.config import Component, Config, DataConfig, ModelConfig, TrainConfig
 from pyrovae.errors import ConfigError
-from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.elbo import negative_elbo
 from pyrovae.registry import registered
 from pyrovae.training.distributed import Group
 from pyrovae.training.loop import TrainingLoop

@@ -13,7 +13,7 @@ import torch
 import pyrovae
 from pyrovae.config import Config, load_config
 from pyrovae.evaluation.compare import load_variants, merge_variant
-from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.elbo import negative_elbo
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -19,7 +19,7 @@ import pytest
 
 import pyrovae
 from pyrovae import Component, Config, ConfigError, load_config
-from pyrovae.cli.config_reference import config_reference
+from pyrovae.cli.config import config_reference
 from pyrovae.registry import builtin
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ import pyrovae
 from pyrovae.components.programs.vae import build_vae
 from pyrovae.config import Config, TrainConfig
 from pyrovae.errors import ConfigError
-from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.elbo import negative_elbo
 from pyrovae.inference.estimators import meanfield
 from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.directory import read_metrics

@@ -27,8 +27,8 @@ from torch import nn
 import pyrovae
 from pyrovae.components.datasets import load_splits
 from pyrovae.components.programs.vae import DATA_PLATE, LATENT
-from pyrovae.evaluation.evaluate import negative_elbo
 from pyrovae.inference import linear_gaussian as lg
+from pyrovae.inference.elbo import negative_elbo
 from pyrovae.inference.estimators import meanfield, trace
 
 LINEAR_GAUSSIAN = [

@@ -60,7 +60,7 @@ def test_readme_train_command_runs_an_existing_config():
 
 def test_pyproject_declares_the_command_and_the_test_extra():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert pyproject["project"]["scripts"]["pyrovae"] == "pyrovae.cli.main:main"
+    assert pyproject["project"]["scripts"]["pyrovae"] == "pyrovae.cli:main"
     extras = pyproject["project"]["optional-dependencies"]["test"]
     assert {re.split(r"[<>=]", e)[0] for e in extras} >= {"pytest", "pytest-timeout"}
     assert '".[test]"' in setup_commands()[1]

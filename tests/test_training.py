@@ -31,7 +31,7 @@ import pyrovae
 import pyrovae.training.distributed
 from pyrovae.components.base import Likelihood
 from pyrovae.components.datasets import check_likelihood, load_splits
-from pyrovae.evaluation.evaluate import negative_elbo
+from pyrovae.inference.elbo import negative_elbo
 from pyrovae.inference.estimators import differentiable_loss
 from pyrovae.registry import _REGISTRY, build, lookup, register
 from pyrovae.training.train import kl_weight

@@ -19,195 +19,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pyrovae import boundary
-from pyrovae.boundary import EXIT_USER_ERROR, SEED_LIMIT, OneLineParser, bounded_int
+from pyrovae.boundary import EXIT_USER_ERROR, OneLineParser
+from pyrovae.cli import compare, config, evaluate, gradients, sample, train
 from pyrovae.errors import PyrovaeError
 
-__all__ = ["main", "build_parser", "load_plugins", "EXIT_USER_ERROR", "SAMPLE_LIMIT"]
+__all__ = ["main", "build_parser", "load_plugins", "EXIT_USER_ERROR", "COMMANDS"]
 
-#: The most samples ``pyrovae sample`` draws into one picture.
-SAMPLE_LIMIT = 10_000
-#: What ``pyrovae sample --out`` may write (PIL picks the format from the extension).
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="import a module or .py file that registers components (repeatable)",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="on an error, print the full traceback too (also: PYROVAE_DEBUG=1)",
-    )
-
-
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: defaults)")
-    parser.add_argument("--data-dir", metavar="DIR", help="dataset folder (sets data.root)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (sets train.device)")
-    parser.add_argument("--name", help="run name (sets name)")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides: train.epochs=5"
-    )
-
-
-def _overrides(args: argparse.Namespace) -> list[str]:
-    flags = [
-        ("data.root", args.data_dir),
-        ("train.device", args.device),
-        ("name", args.name),
-    ]
-    mapped = [f"{key}={_quote(value)}" for key, value in flags if value is not None]
-    return mapped + list(args.overrides)
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _load(args: argparse.Namespace):
-    from pyrovae.config import load_config
-
-    return load_config(args.config, _overrides(args))
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from pyrovae.training.distributed import is_main_process
-    from pyrovae.training.train import train
-
-    if args.resume is not None:
-        from pyrovae.training.resume import resume_config
-
-        if args.overwrite:
-            raise PyrovaeError("--resume goes on with a run, --overwrite replaces it: choose one")
-        config = resume_config(args.resume, args.config, _overrides(args))
-    else:
-        config = _load(args)
-    run = train(
-        config, out=args.out, quiet=args.quiet, overwrite=args.overwrite, resume=args.resume
-    )
-    if not is_main_process():  # under torchrun, rank 0 alone reports
-        return 0
-    last = run.metrics[-1]
-    skipped = sum(m.get("skipped_steps", 0) for m in run.metrics)
-    note = f" ({skipped} steps skipped: non-finite loss or gradient)" if skipped else ""
-    print(
-        f"trained {run.config.name}: valid_loss {last['valid_loss']:.3f} nats after"
-        f" {last['epoch']} epochs{note}; results in {run.directory}"
-    )
-    return 0
-
-
-def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from pyrovae.param_store import own_param_store
-    from pyrovae.runs.directory import BEST_FILE, CHECKPOINT_FILE, check_output_file, load_run
-    from pyrovae.runs.pictures import sample, save_grid
-
-    given = None
-    if args.out is not None:  # checked before the run is loaded, "" included
-        given = check_output_file(args.out, Path(), PICTURE_SUFFIXES, "--out")
-    _, program, _ = load_run(args.run_dir)  # the run directory exists from here on
-    default = Path(args.run_dir) / "samples-new.png"
-    out = given or check_output_file(str(default), default, PICTURE_SUFFIXES, "--out")
-    fallback = out.with_suffix(".pt")  # where samples that are not pictures go
-    if fallback.name in (CHECKPOINT_FILE, BEST_FILE):
-        raise PyrovaeError(
-            f"--out: {str(out)!r} would put samples beside the checkpoints as"
-            f" {fallback.name}; choose another name"
-        )
-    torch.manual_seed(args.seed)
-    with own_param_store():
-        samples = sample(program, args.count)
-    try:
-        if not save_grid(samples, out):
-            torch.save(samples, fallback)
-            out = fallback
-    except OSError as error:
-        raise PyrovaeError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
-    print(f"wrote {args.count} samples to {out}")
-    return 0
-
-
-def cmd_config(args: argparse.Namespace) -> int:
-    from pyrovae.cli.config_reference import config_reference
-
-    if args.reference:
-        print(config_reference())
-    else:
-        print(_load(args).to_toml(), end="")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from pyrovae.evaluation.compare import command
-
-    return command(args, _load(args))
-
-
-def _evaluation_parsers(commands: argparse._SubParsersAction) -> None:
-    """``evaluate``, ``gradients`` and ``compare``: parsers and handlers in their own modules."""
-    from pyrovae.evaluation.compare import add_parser as compare_parser
-    from pyrovae.evaluation.evaluate import add_parser as evaluate_parser
-    from pyrovae.evaluation.gradients import add_parser as gradients_parser
-
-    _common(evaluate_parser(commands))
-    _common(gradients_parser(commands))
-    parser = compare_parser(commands)
-    _common(parser)
-    _config_arguments(parser)
-    parser.set_defaults(handler=cmd_compare)
+#: The commands, each a module with ``add_parser(commands)`` (its handler set as a default).
+COMMANDS = (train, sample, config, evaluate, gradients, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pyrovae`` parser: one sub-parser per module of ``COMMANDS``."""
     parser = OneLineParser(
         prog="pyrovae", description="Variational auto-encoders as Pyro programs."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = commands.add_parser("train", help="train a VAE and write a run directory")
-    _common(train)
-    _config_arguments(train)
-    train.add_argument("--out", metavar="DIR", help="run directory (default: runs/<name>)")
-    train.add_argument("--overwrite", action="store_true", help="replace a run in --out")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="go on with the run in RUN_DIR from its last checkpoint (train.epochs=N extends it)",
-    )
-    train.set_defaults(handler=cmd_train)
-
-    sample = commands.add_parser("sample", help="write a grid of new samples from a run")
-    _common(sample)
-    sample.add_argument("run_dir", metavar="RUN_DIR")
-    sample.add_argument(
-        "--count",
-        type=bounded_int(1, SAMPLE_LIMIT),
-        default=64,
-        help=f"number of samples, at most {SAMPLE_LIMIT} (64)",
-    )
-    sample.add_argument(
-        "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
-    )
-    sample.add_argument(
-        "--out", metavar="FILE", help="PNG or JPEG to write (RUN_DIR/samples-new.png)"
-    )
-    sample.set_defaults(handler=cmd_sample)
-
-    config = commands.add_parser("config", help="print the resolved config or the reference")
-    _common(config)
-    _config_arguments(config)
-    config.add_argument("--reference", action="store_true", help="print every key as Markdown")
-    config.set_defaults(handler=cmd_config)
-
-    _evaluation_parsers(commands)
+    for command in COMMANDS:
+        command.add_parser(commands)
     return parser
 
 

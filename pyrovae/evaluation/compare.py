@@ -23,7 +23,6 @@ or, with ``--overwrite`` only, a run of another config (replaced).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -37,7 +36,7 @@ import torch
 
 from pyrovae.config import Config, read_toml
 from pyrovae.errors import ConfigError
-from pyrovae.evaluation.evaluate import Evaluation, add_estimate_arguments, evaluate
+from pyrovae.evaluation.evaluate import Evaluation, evaluate
 from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE
 from pyrovae.runs.directory import (
     CHECKPOINT_FILE,
@@ -55,7 +54,6 @@ __all__ = [
     "compare",
     "write_tables",
     "save_plots",
-    "add_parser",
 ]
 
 EVALUATION_FILE = "evaluation.json"
@@ -355,39 +353,3 @@ def _cached_evaluation(directory: Path, settings: dict) -> Evaluation | None:
 def _say(quiet: bool, message: str) -> None:
     if not quiet:
         print(f"compare: {message}", flush=True)
-
-
-def command(args: argparse.Namespace, base: Config) -> int:
-    """``pyrovae compare``, given the base config the command line describes."""
-    variants = load_variants(args.variants)
-    if args.out is not None and not args.out.strip():
-        raise ConfigError("--out: an empty path; name a folder")
-    out = Path(args.out) if args.out else Path("runs") / f"compare-{base.name}"
-    results = compare(
-        base,
-        variants,
-        out,
-        particles=args.particles,
-        chunk_size=args.chunk_size,
-        limit=args.limit,
-        quiet=args.quiet,
-        overwrite=args.overwrite,
-    )
-    print(markdown_table(results))
-    print(f"\ntables and plots in {out}: results.md, results.csv, learning_curves.png, results.png")
-    return 0
-
-
-def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``pyrovae compare`` (the base config arguments are added by the caller)."""
-    parser = commands.add_parser(
-        "compare", help="train and evaluate variants of a config; write a table and plots"
-    )
-    parser.add_argument(
-        "--variants", metavar="FILE", required=True, help="TOML file of [variants.NAME] tables"
-    )
-    parser.add_argument("--out", metavar="DIR", help="output folder (runs/compare-<name>)")
-    add_estimate_arguments(parser)
-    parser.add_argument("--overwrite", action="store_true", help="retrain and re-evaluate all")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser

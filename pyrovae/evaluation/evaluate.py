@@ -7,8 +7,6 @@ datapoint in nats, at weight beta = 1 whatever the training objective was.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -18,9 +16,8 @@ from typing import Any
 import pyro
 import torch
 
-from pyrovae.boundary import SEED_LIMIT, bounded_int
 from pyrovae.components.programs import check_program
-from pyrovae.errors import ConfigError, TrainingError
+from pyrovae.errors import ConfigError
 from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE, importance_estimate
 from pyrovae.param_store import own_param_store
 
@@ -179,61 +176,3 @@ def evaluate(
             raise ConfigError(f"--limit must be >= 1, got {limit}")
         x = x[:limit]
     return evaluate_model(program, x, particles, chunk_size, seed, progress)
-
-
-def command(args: argparse.Namespace) -> int:
-    """``pyrovae evaluate RUN_DIR``: print the report, or one JSON object with ``--json``."""
-    result = evaluate(
-        args.run_dir,
-        particles=args.particles,
-        chunk_size=args.chunk_size,
-        limit=args.limit,
-        seed=args.seed,
-        device=args.device,
-        data_root=args.data_dir,
-        progress=not args.quiet,
-    )
-    if not (math.isfinite(result.elbo) and math.isfinite(result.log_likelihood)):
-        raise TrainingError(
-            f"evaluate: the run {args.run_dir!r} scores the test data as NaN or infinite"
-            f" (ELBO {result.elbo}, log p(x) {result.log_likelihood}); its model is unusable"
-        )
-    print(json.dumps(result.to_dict()) if args.json else result.summary())
-    return 0
-
-
-def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the importance-sampled estimate, shared by ``evaluate`` and ``compare``."""
-    parser.add_argument(
-        "--particles",
-        type=bounded_int(1, PARTICLE_LIMIT),
-        default=5000,
-        help="importance samples K per datapoint (5000)",
-    )
-    parser.add_argument(
-        "--chunk-size",
-        type=bounded_int(1, CHUNK_LIMIT),
-        default=DEFAULT_CHUNK_SIZE,
-        help=f"particle-datapoint pairs per pass; bounds memory ({DEFAULT_CHUNK_SIZE})",
-    )
-    parser.add_argument(
-        "--limit", type=bounded_int(1), help="evaluate the first N test datapoints only"
-    )
-
-
-def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``pyrovae evaluate``."""
-    parser = commands.add_parser(
-        "evaluate", help="test ELBO, importance-sampled log-likelihood and active units of a run"
-    )
-    parser.add_argument("run_dir", metavar="RUN_DIR")
-    add_estimate_arguments(parser)
-    parser.add_argument(
-        "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (auto)")
-    parser.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: the run's)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=command)
-    return parser

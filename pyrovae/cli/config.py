@@ -1,19 +1,18 @@
-"""The configuration reference (every key, its default, its choices) generated from the code.
-
-The README embeds this text between markers; a test keeps the two in step. Regenerate with
-``pyrovae config --reference``.
-"""
+"""``pyrovae config``: the resolved config, or the reference of every key and component
+(``config_reference``, also the documentation's configuration page)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
 import typing
 
+from pyrovae.cli.arguments import add_common, add_config_arguments, load
 from pyrovae.config import Component, Config
 from pyrovae.registry import builtin, component_options, lookup
 
-__all__ = ["config_reference"]
+__all__ = ["add_parser", "command", "config_reference"]
 
 
 def config_reference() -> str:
@@ -73,3 +72,21 @@ def _summary(kind: str, name: str) -> str:
 def _cell(text: str) -> str:
     """Text safe inside a Markdown table cell."""
     return text.replace("|", "\\|")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``pyrovae config``."""
+    parser = commands.add_parser("config", help="print the resolved config or the reference")
+    add_common(parser)
+    add_config_arguments(parser)
+    parser.add_argument("--reference", action="store_true", help="print every key as Markdown")
+    parser.set_defaults(handler=command)
+    return parser
+
+
+def command(args: argparse.Namespace) -> int:
+    if args.reference:
+        print(config_reference())
+    else:
+        print(load(args).to_toml(), end="")
+    return 0
