@@ -105,7 +105,7 @@ class Program(PyroModule):
 def observation(x: torch.Tensor | None) -> torch.Tensor | None:
     """What a program passes as ``obs=`` of its observed site: ``x``, or ``None`` where the log
     density is masked out (``poutine.get_mask() is False``, as under ``pyro.infer.Predictive``),
-    so that predicting draws ``x`` from the model instead of returning the data."""
+    so that prediction draws ``x`` from the model instead of returning the data."""
     return None if poutine.get_mask() is False else x
 
 
