@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import pyro
 import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO
+from timing import pyrovae_epochs, timed_epochs, write_images
 
 import pyrovae
 from pyrovae.components.datasets import load_splits
@@ -42,52 +42,30 @@ from pyrovae.param_store import own_param_store
 VALIDATION_IMAGES = 1000
 
 
-def write_images(data_dir: str, limit: int, path: Path) -> None:
-    """The first ``limit`` MNIST training images (and 1000 test images) as a ``.pt`` dict."""
-    config = pyrovae.load_config(
-        "examples/configs/mnist.toml", [f"data.root={data_dir!r}".replace("'", '"')]
-    )
-    splits = load_splits(config.data, torch.device("cpu"))
-    # mnist.toml holds the last 10,000 training images out: what is left is the first 50,000.
-    train = splits.train[:limit].clone()
-    test = splits.test[:1000].clone()
-    torch.save({"train": train, "test": test}, path)
-
-
 def svi_epochs(
     config: pyrovae.Config, train: torch.Tensor, epochs: int, validation: bool
 ) -> list[float]:
     """Epoch times of a plain SVI loop on a freshly built program of ``config.model``."""
-    times = []
     with own_param_store(), pyro.validation_enabled(validation):
         pyro.set_rng_seed(config.train.seed)
         program = build_program(config.model, tuple(train.shape[1:])).to(train.device)
         optimizer = pyro.optim.Adam({"lr": config.train.lr})
         svi = SVI(program.model, program.guide, optimizer, loss=Trace_ELBO())
-        generator = torch.Generator(device=train.device).manual_seed(config.train.seed)
-        for _ in range(epochs):
-            started = time.perf_counter()
-            x_epoch = torch.bernoulli(train, generator=generator)
-            order = torch.randperm(len(train), generator=generator, device=train.device)
-            for indices in order.split(config.train.batch_size):
-                svi.step(x_epoch[indices])
-            if train.is_cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
+
+        def step(x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor(svi.step(x) / len(x))
+
+        times, _ = timed_epochs(train, epochs, config.train.batch_size, config.train.seed, step)
     return times
-
-
-def pyrovae_epochs(config: pyrovae.Config) -> list[float]:
-    with tempfile.TemporaryDirectory() as out:
-        run = pyrovae.train(config, out=out, quiet=True, overwrite=True)
-    return [m["epoch_seconds"] for m in run.metrics]
 
 
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         images = Path(folder) / "mnist_train.pt"
-        write_images(args.data_dir, args.train_limit + VALIDATION_IMAGES, images)
+        root = f"data.root={args.data_dir!r}".replace("'", '"')
+        mnist = pyrovae.load_config("examples/configs/mnist.toml", [root])
+        write_images(mnist, args.train_limit + VALIDATION_IMAGES, images)
         overrides = [
             'data.name="file"',
             f"data.path={str(images)!r}".replace("'", '"'),
@@ -105,9 +83,9 @@ def main(args: argparse.Namespace) -> None:
             # Alternate which goes first, so that neither always runs on a warmer machine.
             if block % 2 == 0:
                 svi += svi_epochs(config, train, args.epochs, args.pyro_validation)
-                ours += pyrovae_epochs(config)
+                ours += pyrovae_epochs(config)[0]
             else:
-                ours += pyrovae_epochs(config)
+                ours += pyrovae_epochs(config)[0]
                 svi += svi_epochs(config, train, args.epochs, args.pyro_validation)
             print(
                 f"block {block + 1}: plain SVI {statistics.median(svi):.3f} s/epoch,"

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import pyrovae_epochs, timed_epochs
 from torch import nn
 
 import pyrovae
@@ -59,27 +58,15 @@ def reference_epochs(
 ) -> list[float]:
     model = ReferenceVAE().to(train.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator(device=train.device).manual_seed(0)
-    times = []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        x_epoch = torch.bernoulli(train, generator=generator)
-        order = torch.randperm(len(train), generator=generator, device=train.device)
-        for indices in order.split(batch_size):
-            loss = model.loss(x_epoch[indices], analytic_kl)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if train.is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return times
 
+    def step(x: torch.Tensor) -> torch.Tensor:
+        loss = model.loss(x, analytic_kl)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
 
-def pyrovae_epochs(config: pyrovae.Config) -> list[float]:
-    with tempfile.TemporaryDirectory() as out:
-        run = pyrovae.train(config, out=out, quiet=True, overwrite=True)
-    return [m["epoch_seconds"] for m in run.metrics]
+    return timed_epochs(train, epochs, batch_size, 0, step)[0]
 
 
 def main(args: argparse.Namespace) -> None:
@@ -96,7 +83,7 @@ def main(args: argparse.Namespace) -> None:
     ours, reference = [], []
     for block in range(args.blocks):
         reference += reference_epochs(train, args.epochs, config.train.batch_size, analytic)
-        ours += pyrovae_epochs(config)
+        ours += pyrovae_epochs(config)[0]
         print(
             f"block {block + 1}: reference {statistics.median(reference):.3f} s/epoch,"
             f" pyrovae {statistics.median(ours):.3f} s/epoch"

@@ -23,11 +23,11 @@ import argparse
 import math
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import pyrovae_epochs, timed_epochs, write_images
 from torch import nn
 
 import pyrovae
@@ -88,37 +88,15 @@ def reference_epochs(
     torch.manual_seed(seed)
     model = ReferenceTwoLayerVAE(x_dim=math.prod(train.shape[1:])).to(train.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator(device=train.device).manual_seed(seed)
-    times, losses = [], []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        x_epoch = torch.bernoulli(train, generator=generator)
-        order = torch.randperm(len(train), generator=generator, device=train.device)
-        total = torch.zeros((), device=train.device)
-        for indices in order.split(batch_size):
-            loss = model.loss(x_epoch[indices])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(indices)
-        if train.is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-        losses.append(float(total) / len(train))
-    return times, losses
 
+    def step(x: torch.Tensor) -> torch.Tensor:
+        loss = model.loss(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
 
-def pyrovae_epochs(config: pyrovae.Config) -> tuple[list[float], list[float]]:
-    """Epoch times and mean training losses of ``pyrovae.train`` (its own metrics)."""
-    with tempfile.TemporaryDirectory() as out:
-        run = pyrovae.train(config, out=out, quiet=True, overwrite=True)
-    return [m["epoch_seconds"] for m in run.metrics], [m["train_loss"] for m in run.metrics]
-
-
-def write_images(config: pyrovae.Config, limit: int, path: Path) -> None:
-    """The first ``limit`` training images of ``config``'s data (and 1000 test images)."""
-    splits = load_splits(config.data, torch.device("cpu"))
-    torch.save({"train": splits.train[:limit].clone(), "test": splits.test[:1000].clone()}, path)
+    return timed_epochs(train, epochs, batch_size, seed, step)
 
 
 def main(args: argparse.Namespace) -> None:

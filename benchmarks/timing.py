@@ -1,0 +1,58 @@
+"""What the speed benchmarks share: timed epochs of a hand-written step on the same images and
+in the same order pyrovae's loop draws them, pyrovae's own epoch times, and a small image file.
+
+Run the benchmarks from the repository root (``python benchmarks/NAME.py``): this folder is
+then on the path.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import pyrovae
+from pyrovae.components.datasets import load_splits
+
+__all__ = ["timed_epochs", "pyrovae_epochs", "write_images"]
+
+
+def timed_epochs(
+    train: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    step: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[list[float], list[float]]:
+    """Seconds and mean ``step`` loss of each epoch: a fresh Bernoulli draw of ``train``, a
+    random order, ``step(batch)`` on each batch (it returns the batch's mean loss)."""
+    generator = torch.Generator(device=train.device).manual_seed(seed)
+    times, losses = [], []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        x_epoch = torch.bernoulli(train, generator=generator)
+        order = torch.randperm(len(train), generator=generator, device=train.device)
+        total = torch.zeros((), device=train.device)
+        for indices in order.split(batch_size):
+            total += step(x_epoch[indices]) * len(indices)
+        if train.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+        losses.append(float(total) / len(train))
+    return times, losses
+
+
+def pyrovae_epochs(config: pyrovae.Config) -> tuple[list[float], list[float]]:
+    """Epoch times and mean training losses of ``pyrovae.train`` (its own metrics)."""
+    with tempfile.TemporaryDirectory() as out:
+        run = pyrovae.train(config, out=out, quiet=True, overwrite=True)
+    return [m["epoch_seconds"] for m in run.metrics], [m["train_loss"] for m in run.metrics]
+
+
+def write_images(config: pyrovae.Config, limit: int, path: Path) -> None:
+    """The first ``limit`` training images of ``config``'s data (and 1000 test images)."""
+    splits = load_splits(config.data, torch.device("cpu"))
+    torch.save({"train": splits.train[:limit].clone(), "test": splits.test[:1000].clone()}, path)
