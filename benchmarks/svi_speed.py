@@ -32,14 +32,18 @@ import pyro
 import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from timing import pyrovae_epochs, timed_epochs, write_images
+from timing import (
+    VALIDATION_IMAGES,
+    file_overrides,
+    pyrovae_epochs,
+    timed_epochs,
+    write_images,
+)
 
 import pyrovae
 from pyrovae.components.datasets import load_splits
 from pyrovae.components.programs import build_program
 from pyrovae.param_store import own_param_store
-
-VALIDATION_IMAGES = 1000
 
 
 def svi_epochs(
@@ -66,15 +70,7 @@ def main(args: argparse.Namespace) -> None:
         root = f"data.root={args.data_dir!r}".replace("'", '"')
         mnist = pyrovae.load_config("examples/configs/mnist.toml", [root])
         write_images(mnist, args.train_limit + VALIDATION_IMAGES, images)
-        overrides = [
-            'data.name="file"',
-            f"data.path={str(images)!r}".replace("'", '"'),
-            f"data.validation_size={VALIDATION_IMAGES}",
-            f"train.epochs={args.epochs}",
-            f"train.device={args.device!r}".replace("'", '"'),
-            'train.estimator={name="trace", particles=1}',
-            "train.batch_size=256",
-        ]
+        overrides = file_overrides(images, args.epochs, args.device) + ["train.batch_size=256"]
         config = pyrovae.load_config(args.config, overrides)
         device = torch.device("cuda" if args.device == "cuda" else "cpu")
         train = load_splits(config.data, device).train

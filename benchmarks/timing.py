@@ -17,7 +17,10 @@ import torch
 import pyrovae
 from pyrovae.components.datasets import load_splits
 
-__all__ = ["timed_epochs", "pyrovae_epochs", "write_images"]
+__all__ = ["timed_epochs", "pyrovae_epochs", "write_images", "file_overrides", "VALIDATION_IMAGES"]
+
+#: Images of the file dataset held out for validation.
+VALIDATION_IMAGES = 1000
 
 
 def timed_epochs(
@@ -56,3 +59,15 @@ def write_images(config: pyrovae.Config, limit: int, path: Path) -> None:
     """The first ``limit`` training images of ``config``'s data (and 1000 test images)."""
     splits = load_splits(config.data, torch.device("cpu"))
     torch.save({"train": splits.train[:limit].clone(), "test": splits.test[:1000].clone()}, path)
+
+
+def file_overrides(images: Path, epochs: int, device: str) -> list[str]:
+    """Config overrides that train on the image file ``write_images`` wrote, with ``trace``."""
+    return [
+        'data.name="file"',
+        f"data.path={str(images)!r}".replace("'", '"'),
+        f"data.validation_size={VALIDATION_IMAGES}",
+        f"train.epochs={epochs}",
+        f"train.device={device!r}".replace("'", '"'),
+        'train.estimator={name="trace", particles=1}',
+    ]

@@ -27,13 +27,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timing import pyrovae_epochs, timed_epochs, write_images
+from timing import (
+    VALIDATION_IMAGES,
+    file_overrides,
+    pyrovae_epochs,
+    timed_epochs,
+    write_images,
+)
 from torch import nn
 
 import pyrovae
 from pyrovae.components.datasets import load_splits
 
-VALIDATION_IMAGES = 1000
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -107,14 +112,7 @@ def main(args: argparse.Namespace) -> None:
         write_images(
             pyrovae.load_config(args.config, [root]), args.train_limit + VALIDATION_IMAGES, images
         )
-        overrides = [
-            'data.name="file"',
-            f"data.path={str(images)!r}".replace("'", '"'),
-            f"data.validation_size={VALIDATION_IMAGES}",
-            f"train.epochs={args.epochs}",
-            f"train.device={args.device!r}".replace("'", '"'),
-            'train.estimator={name="trace", particles=1}',
-        ]
+        overrides = file_overrides(images, args.epochs, args.device)
         config = pyrovae.load_config(args.config, overrides)
         program = config.model.program
         if program.name != "two_layer":
