@@ -194,6 +194,12 @@ def _size_problem(error: BaseException) -> str | None:
 def report(error: BaseException, debug: bool = False) -> int:
     """Print ``error`` as one line on stderr (after the traceback with ``debug``); the status."""
     if isinstance(error, KeyboardInterrupt):
+        if started_as_command():
+            # Leave at once: a second Ctrl-C, or one still pending while the interpreter shuts
+            # down (it puts the default handler back), would end the process by the signal.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            sys.stdout.flush()
+            _exit_interrupted(signal.SIGINT, None)
         print("pyrovae: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     if isinstance(error, BrokenPipeError):  # the reader went away (``pyrovae ... | head``)
