@@ -13,7 +13,7 @@ Pyro ELBO that override one hook:
   under the guide with the gradient of its parameters through z only (the path derivative).
 
 ``stl`` and ``dreg`` hold for guides with any number of latent sites, conditioned on each
-other or not (``importance.path_derivative_trace``).
+other or not (``log_weights.path_derivative_trace``).
 """
 
 from __future__ import annotations
@@ -55,18 +55,13 @@ __all__ = [
 ]
 
 
-class Programs(NamedTuple):
-    """The model and guide as an estimator traced them, with their arguments."""
+class TracedGuide(NamedTuple):
+    """The guide as an estimator traced it (particles plate included), with its arguments: what
+    a surrogate needs to run it again."""
 
-    model: Callable
     guide: Callable
     args: tuple
     kwargs: dict
-
-    def replay(self, program: Callable, values: Trace) -> Trace:
-        """The trace of ``program`` run again on the latent values of ``values``."""
-        traced = poutine.trace(poutine.replay(program, trace=values))
-        return prune_subsample_sites(traced.get_trace(*self.args, **self.kwargs))
 
 
 def _particles_kwargs(particles: int, max_plate_nesting: int = 1) -> dict:
@@ -107,13 +102,8 @@ class ImportanceWeightedELBO(RenyiELBO):
         self._check(guide_trace)
         log_w = self._per_particle(log_weights(model_trace, guide_trace))
         bound = self._bound(log_w).sum()
-        programs = Programs(
-            self._vectorized_num_particles(model),
-            self._vectorized_num_particles(guide),
-            args,
-            kwargs,
-        )
-        surrogate = self._surrogate_bound(log_w, model_trace, guide_trace, programs).sum()
+        traced = TracedGuide(self._vectorized_num_particles(guide), args, kwargs)
+        surrogate = self._surrogate_bound(log_w, model_trace, guide_trace, traced).sum()
         loss = -(bound.detach() + (surrogate - surrogate.detach()))
         warn_if_nan(loss, "loss")
         return loss
@@ -142,10 +132,10 @@ class ImportanceWeightedELBO(RenyiELBO):
         log_w: torch.Tensor,
         model_trace: Trace,
         guide_trace: Trace,
-        programs: Programs,
+        traced: TracedGuide,
     ) -> torch.Tensor:
-        """The hook: a per-datapoint surrogate whose gradient is the estimator's (``programs``
-        are the model and guide as traced, to run again if the surrogate needs it)."""
+        """The hook: a per-datapoint surrogate whose gradient is the estimator's (``traced``:
+        the guide, to run again if the surrogate needs it)."""
         return self._bound(log_w)
 
 
@@ -155,7 +145,7 @@ class DReGELBO(ImportanceWeightedELBO):
 
     The model's parameters get the IWAE gradient, sum_k w~_k grad log w_k (w~ the normalized
     weights); the guide's get sum_k w~_k^2 (d log w_k / d z_k) (d z_k / d phi), where log q in
-    log w_k has its gradient through z only (``importance.path_derivative_trace``). The squared
+    log w_k has its gradient through z only (``log_weights.path_derivative_trace``). The squared
     weights reach the guide's parameters through a gradient hook on views of the draws z_k,
     which multiplies what flows back from log w_k by w~_k once, however many latent sites
     depend on each other; no partition of the parameters into model and guide is needed.
@@ -173,11 +163,10 @@ class DReGELBO(ImportanceWeightedELBO):
         return "dreg"
 
     def _get_trace(self, model, guide, args, kwargs):
-        """The model and guide traces on views of the guide's draws (``importance.aliased``):
+        """The model and guide traces on views of the guide's draws (``log_weights.aliased``):
         the guide samples, then runs again on the views, and the model on them."""
         sampled = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
-        views, _ = aliased(sampled)
-        replayed = poutine.replay(guide, trace=views)
+        replayed = poutine.replay(guide, trace=aliased(sampled))
         return get_importance_trace("flat", self.max_plate_nesting, model, replayed, args, kwargs)
 
     def _surrogate_bound(
@@ -185,11 +174,9 @@ class DReGELBO(ImportanceWeightedELBO):
         log_w: torch.Tensor,
         model_trace: Trace,
         guide_trace: Trace,
-        programs: Programs,
+        traced: TracedGuide,
     ) -> torch.Tensor:
-        path_guide = path_derivative_trace(
-            programs.guide, guide_trace, *programs.args, **programs.kwargs
-        )
+        path_guide = path_derivative_trace(traced.guide, guide_trace, *traced.args, **traced.kwargs)
         log_w_path = self._per_particle(log_weights(model_trace, path_guide))
         values = [site["value"] for site in sample_sites(guide_trace, observed=False)]
         weights = torch.softmax(log_w.detach(), dim=0)  # w~: (particles, *batch)
@@ -205,7 +192,7 @@ class STLELBO(Trace_ELBO):
     """Sticking the landing (Roeder, Wu and Duvenaud 2017): the reparameterized ELBO gradient
     without the score term of the guide's parameters, E_q[grad_phi log q_phi(z)] = 0.
 
-    log q(z|x) is scored with a gradient through z only (``importance.path_derivative_trace``),
+    log q(z|x) is scored with a gradient through z only (``log_weights.path_derivative_trace``),
     so the guide's parameters get only the path derivative; the ELBO's value and the model's
     gradient are those of ``Trace_ELBO``. Unbiased; zero variance for the guide when q is the
     exact posterior. Assumes a reparameterizable guide (checked), with any number of latent

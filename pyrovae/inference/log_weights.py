@@ -114,19 +114,16 @@ def path_derivative_trace(guide: Callable, guide_trace: Trace, *args, **kwargs) 
     return path
 
 
-def aliased(guide_trace: Trace) -> tuple[Trace, list[torch.Tensor]]:
+def aliased(guide_trace: Trace) -> Trace:
     """A copy of ``guide_trace`` whose latent values are new autograd nodes (views) of the
-    originals, and those nodes: a gradient hook on one acts on what reaches z from the terms
-    computed on the copy, not on the guide's own use of z (q(z2|z1) inside the guide)."""
+    originals: a gradient hook on one acts on what reaches z from the terms computed on the
+    copy, not on the guide's own use of z (q(z2|z1) inside the guide)."""
     copy = guide_trace.copy()
-    values = []
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"]:
-            value = site["value"].view_as(site["value"])
             kept = {k: v for k, v in site.items() if k not in _CACHED}
-            copy.nodes[name] = {**kept, "value": value}
-            values.append(value)
-    return copy, values
+            copy.nodes[name] = {**kept, "value": site["value"].view_as(site["value"])}
+    return copy
 
 
 def check_reparameterized(guide_trace: Trace, estimator: str) -> None:
