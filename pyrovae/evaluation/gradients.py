@@ -4,7 +4,7 @@ bounds are not necessarily better").
 For each estimator, ``draws`` independent gradients of the loss per datapoint on one fixed batch;
 per parameter component SNR = ``|mean| / std`` over the draws, then averaged over the components of
 the encoder (the parameters the guide uses) and of the decoder (those only the model uses), read
-from the programs' ``pyro.param`` sites (``program.parameter_groups``).
+from the programs' ``pyro.param`` sites (``parameter_groups``).
 """
 
 from __future__ import annotations

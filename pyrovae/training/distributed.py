@@ -23,7 +23,7 @@ How a run is split (the README's "Several processes" section says the same):
   averages gradients over ranks, so the step is the gradient of the mean over the global batch,
   the same as one process on that batch, even when the shares differ in size by one.
 - A step whose loss or gradient is not finite on some rank is skipped by every rank
-  (``faults.StepGuard`` decides with ``Group.all_finite``), so the ranks never diverge.
+  (``step_guard.StepGuard`` decides with ``Group.all_finite``), so the ranks never diverge.
 - Epoch metrics are sums over ranks (``all_reduce``) divided by global counts; validation is
   split across ranks the same way. Rank 0 alone writes the run directory, the metrics, the
   checkpoints and the pictures (``Group.on_main``: its errors are raised on every rank). The

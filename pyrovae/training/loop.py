@@ -4,7 +4,7 @@ The ELBO runs as a ``torch.nn.Module`` (``distributed.ELBOLoss``, under
 ``DistributedDataParallel`` when torchrun started several processes). Pyro's validation checks
 the first batch (shapes, supports, reparameterization) and is then switched off for the hot
 loop; the data stays on the device and batches are index slices. A step with a non-finite loss
-or gradient is skipped on every rank together (``faults.StepGuard``); checkpoints are written at
+or gradient is skipped on every rank together (``step_guard.StepGuard``); checkpoints are written at
 epoch ends by rank 0, and ``restore`` takes up the state one of them holds (``resume``).
 """
 
