@@ -51,6 +51,7 @@ CONTEXT = frozenset(
         "guide",
         "model_config",
         "max_plate_nesting",
+        "num_classes",
     }
 )
 

@@ -278,7 +278,10 @@ def load_run(
     except ConfigError as error:
         raise CheckpointError(f"checkpoint config is invalid: {error}") from None
     x_shape = check_x_shape(payload["x_shape"], f"checkpoint {str(directory / checkpoint)!r}")
-    program = build_program(config.model, x_shape).to(device)
+    classes = payload.get("num_classes")
+    if classes is not None and (not isinstance(classes, int) or not 1 <= classes <= 10**6):
+        raise CheckpointError(f"checkpoint {str(directory / checkpoint)!r}: bad num_classes")
+    program = build_program(config.model, x_shape, classes).to(device)
     load_weights(program, payload["model"])
     return config, program, payload
 

@@ -55,10 +55,15 @@ def save_samples(program: torch.nn.Module, path: str | Path, n: int = 64) -> boo
     return save_grid(sample(program, n), path, nrow=math.isqrt(n) or 1)
 
 
-def save_reconstructions(program: torch.nn.Module, x: torch.Tensor, path: str | Path) -> bool:
-    """Rows of originals over their reconstructions, 8 pairs to a row."""
+def save_reconstructions(
+    program: torch.nn.Module, x: torch.Tensor, path: str | Path, y: torch.Tensor | None = None
+) -> bool:
+    """Rows of originals over their reconstructions, 8 pairs to a row (given the labels ``y``
+    for a program that needs them, as the conditional VAE)."""
     x = x[:32]
-    if isinstance(program, Program):
+    if y is not None:
+        recon = program.reconstruct(x, y[:32])
+    elif isinstance(program, Program):
         recon = program.reconstruct(x)
     else:
         recon = reconstruct(program.model, program.guide, x)

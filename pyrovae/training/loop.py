@@ -19,7 +19,7 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -36,6 +36,10 @@ from pyrovae.training.rng import capture_rng, restore_rng
 from pyrovae.training.step_guard import StepGuard
 
 __all__ = ["TrainingLoop", "kl_weight"]
+
+#: Pyro's notes, on the first step, that a guide's enumerated site is sampled (``trace``) or
+#: that a labelled batch has nothing to enumerate (``enum``): both as intended.
+_ENUMERATION_NOTES = ("(?s).*you need to use TraceEnum_ELBO instead", "TraceEnum_ELBO found no")
 
 
 def kl_weight(step: int, beta: float, warmup_steps: int) -> float:
@@ -76,13 +80,9 @@ class TrainingLoop:
             max_plate_nesting=getattr(program, "max_plate_nesting", 1),
         )
         check_estimator(estimator)
-        if isinstance(estimator, TraceMeanField_ELBO) and not getattr(
-            program, "analytic_kl", False
-        ):
-            raise ConfigError(
-                "train.estimator: meanfield takes the KL per latent site in closed form, which is"
-                " biased for this program (its latent sites depend on each other); choose trace"
-            )
+        self._check_estimator(estimator)
+        # Labels of a program that uses them (-1: hidden), else None: the hot loop is unchanged.
+        self.labels = self._training_labels(program, splits)
         # forward(x, kl_weight) -> -ELBO summed over x; under DistributedDataParallel in torchrun
         self.loss_fn = group.loss_module(estimator, program)
         self.kl_weight = kl_weight(0, cfg.beta, 0)
@@ -95,6 +95,53 @@ class TrainingLoop:
         self.metrics: list[dict[str, Any]] = []
         self.best_valid_loss = math.inf  # the lowest of the checkpointed epochs
         self.guard = StepGuard(cfg.max_bad_steps, group.all_finite)
+
+    def _check_estimator(self, estimator: Any) -> None:
+        """Refuse an estimator that is wrong for the program, naming the right one."""
+        program = self.program
+        enumerates = getattr(program, "enumerates", False)
+        if isinstance(estimator, TraceMeanField_ELBO) and not getattr(
+            program, "analytic_kl", False
+        ):
+            right = "enum (or trace: the label sampled)" if enumerates else "trace"
+            raise ConfigError(
+                "train.estimator: meanfield takes the KL per latent site in closed form, which is"
+                f" biased for this program (its latent sites depend on each other); choose {right}"
+            )
+        if enumerates and not isinstance(estimator, (TraceEnum_ELBO, Trace_ELBO, TraceGraph_ELBO)):
+            raise ConfigError(
+                f"train.estimator: {self.config.train.estimator.name!r} cannot train a program"
+                " with a discrete latent; choose enum (summed out), trace or tracegraph (sampled)"
+            )
+
+    @staticmethod
+    def _training_labels(program: nn.Module, splits: Splits) -> torch.Tensor | None:
+        if not getattr(program, "uses_labels", False):
+            return None
+        labels = getattr(splits, "train_labels", None)
+        if labels is None:
+            raise ConfigError(
+                "model.program: the program uses labels and the training data has none; choose"
+                " a dataset with labels (digits, mnist, ...)"
+            )
+        if getattr(program, "labels_required", False) and bool((labels < 0).any()):
+            raise ConfigError(
+                "model.program: the program needs every training label, and data.labelled hides"
+                " some; set data.labelled = 'all' or choose model.program = 'm2'"
+            )
+        return labels
+
+    def _validation_loss(self) -> float:
+        """The negative ELBO per validation datapoint: M2's with the label summed out, the
+        CVAE's given the validation labels."""
+        if not getattr(self.program, "labels_required", False):
+            return self.group.mean(partial(negative_elbo, self.program), self.splits.valid)
+        valid, labels = self.splits.valid, self.splits.valid_labels
+
+        def score(indices: torch.Tensor) -> float:
+            return negative_elbo(self.program, valid[indices], y=labels[indices])
+
+        return self.group.mean(score, torch.arange(len(valid), device=valid.device))
 
     def run(self, directory: Path) -> list[dict[str, Any]]:
         cfg = self.config.train
@@ -109,9 +156,7 @@ class TrainingLoop:
                 seconds = time.perf_counter() - started
                 skipped = self.guard.end_epoch(epoch)  # equal on every rank: verdicts agree
                 self.program.eval()
-                valid_loss = self.group.mean(
-                    partial(negative_elbo, self.program), self.splits.valid
-                )
+                valid_loss = self._validation_loss()
                 self.program.train()
                 if not math.isfinite(valid_loss):  # reduced over ranks: all stop together
                     raise TrainingError(
@@ -161,10 +206,12 @@ class TrainingLoop:
         n = len(x_train)
         counted = 0  # datapoints of the steps that were not skipped (over all ranks)
         for indices in batch_slices(n, cfg.batch_size, self.generator, self.device):
-            batch = x_train[self.group.shard(indices)]  # this rank's share of the global batch
+            share = self.group.shard(indices)  # this rank's share of the global batch
+            batch = x_train[share]
+            labels = None if self.labels is None else self.labels[share]
             self.kl_weight = kl_weight(self.step, cfg.beta, self.warmup_steps)
             with pyro.validation_enabled(self.step == 0):
-                loss_sum = self._loss(batch, self.kl_weight)
+                loss_sum = self._loss(batch, self.kl_weight, labels)
             loss = loss_sum * self.group.loss_scale(len(indices))  # mean over the global batch
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # every rank, every step: DDP averages the gradients here
@@ -178,14 +225,20 @@ class TrainingLoop:
             bar.update(1)
         return float(self.group.sum(total)) / counted if counted else math.nan
 
-    def _loss(self, batch: torch.Tensor, weight: float) -> torch.Tensor:
-        """The negative ELBO summed over ``batch``; Pyro's checks of the first step become
-        one-line errors."""
+    def _loss(
+        self, batch: torch.Tensor, weight: float, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The negative ELBO summed over ``batch`` (with its ``labels``, -1 where hidden, for a
+        program that uses them); Pyro's checks of the first step become one-line errors."""
         try:
             with warnings.catch_warnings():
                 # Pyro warns of every NaN loss; the guard counts them into the metrics instead.
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
-                return self.loss_fn(batch, kl_weight=weight)
+                if labels is None:
+                    return self.loss_fn(batch, kl_weight=weight)
+                for message in _ENUMERATION_NOTES:  # the estimator chose: sample or sum out
+                    warnings.filterwarnings("ignore", message=message, category=UserWarning)
+                return self.loss_fn(batch, kl_weight=weight, y=labels)
         except PyrovaeError:
             raise
         except (ValueError, RuntimeError) as error:
@@ -201,6 +254,7 @@ class TrainingLoop:
         return {
             "config": self.config.to_dict(),
             "x_shape": list(self.splits.x_shape),
+            "num_classes": getattr(self.splits, "num_classes", None),
             "model": self.program.state_dict(),  # the plain program's: no DDP "module." prefix
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,
