@@ -64,6 +64,7 @@ def importance_estimate(
     max_plate_nesting: int = 1,
     progress: bool = False,
     analytic_kl: bool = True,
+    y: torch.Tensor | None = None,
 ) -> ImportanceEstimate:
     """Estimate log p(x) for each datapoint of ``x`` with ``particles`` draws from ``guide``.
 
@@ -71,6 +72,8 @@ def importance_estimate(
     dimension of ``x`` (checked), and use at most ``max_plate_nesting`` plates. The KL term is
     analytic where ``analytic_kl`` allows it (the model's latent sites independent of each
     other, as in a one-site VAE) and ``kl_divergence`` is registered, else a Monte Carlo mean.
+    With labels ``y`` (a program that scores x given them, as the conditional VAE) it is log
+    p(x|y), ``model(x, y)`` and ``guide(x, y)``.
     """
     if particles < 1:
         raise ConfigError(f"particles must be >= 1, got {particles}")
@@ -84,10 +87,11 @@ def importance_estimate(
         tqdm(total=n, disable=not progress, unit="datapoint", dynamic_ncols=True) as bar,
         pyro.validation_enabled(False),
     ):
-        for block in x.split(per_block):
+        labels = [None] * math.ceil(n / per_block) if y is None else y.split(per_block)
+        for block, known in zip(x.split(per_block), labels, strict=True):
             draws = max(1, min(particles, chunk_size // len(block)))
             *result, block_analytic = _block(
-                model, guide, block, particles, draws, max_plate_nesting, analytic_kl
+                model, guide, block, particles, draws, max_plate_nesting, analytic_kl, known
             )
             analytic = analytic and block_analytic
             outputs.append(tuple(result))
@@ -105,6 +109,7 @@ def _block(
     draws: int,
     max_plate_nesting: int,
     analytic_kl: bool,
+    y: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """All ``particles`` for one block of datapoints, ``draws`` particles per pass."""
     batch = (len(x),)
@@ -115,8 +120,9 @@ def _block(
     mean = None
     for start in range(0, particles, draws):
         count = min(draws, particles - start)
+        labels = () if y is None else (y,)  # a program that scores x given its labels
         model_trace, guide_trace = particle_traces(
-            model, guide, x, particles=count, max_plate_nesting=max_plate_nesting
+            model, guide, x, *labels, particles=count, max_plate_nesting=max_plate_nesting
         )
         if enumerated_sites(guide_trace):
             log_w, parts = _summed_out(model_trace, guide_trace, count, len(x))

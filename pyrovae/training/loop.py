@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyrovae.components.datasets import Splits, batch_slices
+from pyrovae.components.labelled_batches import labelled_batches, labelled_steps
 from pyrovae.config import Config
 from pyrovae.errors import CheckpointError, ConfigError, PyrovaeError, TrainingError
 from pyrovae.inference.elbo import negative_elbo
@@ -88,7 +90,11 @@ class TrainingLoop:
         self.kl_weight = kl_weight(0, cfg.beta, 0)
         # The batch order and binarization: seeded alike on every rank, so all draw the same.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+        self.steps_per_epoch = (
+            math.ceil(len(splits.train) / cfg.batch_size)
+            if self.labels is None
+            else labelled_steps(splits, cfg.batch_size)
+        )
         self.warmup_steps = cfg.warmup_epochs * self.steps_per_epoch
         self.step = 0
         self.epoch = 0  # the last epoch done
@@ -205,7 +211,7 @@ class TrainingLoop:
         total = torch.zeros((), device=self.device)
         n = len(x_train)
         counted = 0  # datapoints of the steps that were not skipped (over all ranks)
-        for indices in batch_slices(n, cfg.batch_size, self.generator, self.device):
+        for indices in self._batches(n):
             share = self.group.shard(indices)  # this rank's share of the global batch
             batch = x_train[share]
             labels = None if self.labels is None else self.labels[share]
@@ -224,6 +230,16 @@ class TrainingLoop:
             self.step += 1
             bar.update(1)
         return float(self.group.sum(total)) / counted if counted else math.nan
+
+    def _batches(self, n: int) -> Iterator[torch.Tensor]:
+        """One epoch's index batches: slices of a permutation of the ``n`` training points, or
+        for a program that uses labels each step's unlabelled and labelled batches together
+        (``labelled_batches``: an epoch is one pass over the unlabelled points)."""
+        cfg = self.config.train
+        if self.labels is None:
+            return batch_slices(n, cfg.batch_size, self.generator, self.device)
+        batches = labelled_batches(self.splits, cfg.batch_size, self.generator, self.device)
+        return (torch.cat(pair) for pair in batches)
 
     def _loss(
         self, batch: torch.Tensor, weight: float, labels: torch.Tensor | None = None
