@@ -74,7 +74,7 @@ def test_it_generates_per_label_and_draws_labels_uniformly(program, data):
     assert program.sample(7).shape == (7, *SHAPE)
     assert program.reconstruct(*data).shape == (6, *SHAPE)
     assert program.latent_mean(*data).shape == (6, 2)
-    with pytest.raises(ValueError, match="pass y with x"):
+    with pytest.raises(ConfigError, match="pass y with x"):
         program.model(data[0])
 
 

@@ -103,7 +103,7 @@ class ConditionalVAE(Program):
         """p(z) p(x|z,y); x needs its labels y. With ``x=None`` it draws one datapoint per
         label, or ``batch_size`` (default 1) with labels drawn uniformly."""
         if x is not None and y is None:
-            raise ValueError("cvae: the model scores x given its labels; pass y with x")
+            raise ConfigError("cvae: the model scores x given its labels; pass y with x")
         n = self._count(x, y, batch_size)
         with pyro.plate(DATA_PLATE, n):
             if y is None:
@@ -115,7 +115,7 @@ class ConditionalVAE(Program):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """q(z|x,y)."""
         if y is None:
-            raise ValueError("cvae: the guide needs the labels y of x")
+            raise ConfigError("cvae: the guide needs the labels y of x")
         with pyro.plate(DATA_PLATE, len(x)):
             return pyro.sample(LATENT, self.encode(x, y))
 
@@ -135,7 +135,7 @@ class ConditionalVAE(Program):
     def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The guide's point for z given x and its labels: ``(B, latent_dim)``."""
         if y is None:
-            raise ValueError("cvae: latent_mean needs the labels y of x")
+            raise ConfigError("cvae: latent_mean needs the labels y of x")
         flat = self._flat(x)
         return self.posterior.point(self.encoder(joined(flat, one_hot(y, self.num_classes, flat))))
 
@@ -155,7 +155,7 @@ class ConditionalVAE(Program):
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The likelihood's mean at the guide's point for z given x and its labels y."""
         if y is None:
-            raise ValueError("cvae: reconstructions need the labels y of x")
+            raise ConfigError("cvae: reconstructions need the labels y of x")
         return self.decode(self.latent_mean(x, y), y).mean.reshape(len(x), *self.x_shape)
 
 
