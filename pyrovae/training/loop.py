@@ -129,7 +129,7 @@ class TrainingLoop:
     def _training_labels(program: nn.Module, splits: Splits) -> torch.Tensor | None:
         if not getattr(program, "uses_labels", False):
             return None
-        labels = getattr(splits, "train_labels", None)
+        labels = splits.train_labels
         if labels is None:
             raise ConfigError(
                 "model.program: the program uses labels and the training data has none; choose"
@@ -287,7 +287,7 @@ class TrainingLoop:
         return {
             "config": self.config.to_dict(),
             "x_shape": list(self.splits.x_shape),
-            "num_classes": getattr(self.splits, "num_classes", None),
+            "num_classes": self.splits.num_classes,
             "model": self.program.state_dict(),  # the plain program's: no DDP "module." prefix
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,

@@ -70,7 +70,7 @@ def _train(
     directory = group.on_main(lambda: _locate(out, config.name, overwrite, point is not None))
 
     splits = load_splits(config.data, device)
-    classes = getattr(splits, "num_classes", None)
+    classes = splits.num_classes
     program = build_program(config.model, splits.x_shape, classes).to(device)
     likelihood = getattr(program, "likelihood", None)
     if isinstance(likelihood, Likelihood):
@@ -103,7 +103,7 @@ def _save_pictures(
     program: torch.nn.Module, splits: Splits, metrics: list[dict], directory: Path
 ) -> None:
     save_samples(program, directory / "samples.png")
-    labels = getattr(splits, "valid_labels", None)
+    labels = splits.valid_labels
     labels = labels if getattr(program, "labels_required", False) else None
     save_reconstructions(program, splits.valid, directory / "reconstructions.png", labels)
     save_learning_curves(metrics, directory / "learning_curves.png")
