@@ -57,6 +57,9 @@ RUN_FILES = frozenset(
         "reconstructions.png",
         "learning_curves.png",
         "samples-new.png",
+        "samples-by-class.png",
+        "latent.png",
+        "manifold.png",
         "samples-new.pt",
         "gradient_snr.png",
         "evaluation.json",
@@ -66,12 +69,14 @@ RUN_FILES = frozenset(
 
 @dataclass
 class Run:
-    """What ``train`` returns: the run directory, its config, the trained program and metrics."""
+    """What ``train`` returns: the run directory, its config, the trained program, metrics and
+    warnings (``runs.diagnostics.run_warnings``: posterior collapse, not converged)."""
 
     directory: Path
     config: Config
     model: torch.nn.Module
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def default_run_dir(name: str) -> Path:
