@@ -77,7 +77,7 @@ class Result:
     evaluation: Evaluation
 
     def row(self) -> dict[str, Any]:
-        """The CSV row: lists joined (``kl_per_dim`` by spaces, ``warnings`` by ``; ``)."""
+        """The CSV row: ``kl_per_dim`` joined by spaces, ``warnings`` by semicolons."""
         numbers = self.evaluation.to_dict()
         kl = numbers.pop("kl_per_dim")
         numbers["kl_per_dim"] = "" if kl is None else " ".join(f"{v:.6g}" for v in kl)
