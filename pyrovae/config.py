@@ -83,6 +83,16 @@ class DataConfig:
         0.0,
         exclusive=True,
     )
+    labelled: int | Literal["all"] = _option(
+        "all",
+        "training labels kept (a dataset with labels): `all`, or a count balanced over the"
+        " classes (count // classes each, one more for each of the first count % classes"
+        " classes); the others are hidden",
+        1,
+    )
+    labelled_seed: int = _option(
+        0, "seed of the choice of the kept labels (not train.seed)", 0, maximum=2**32 - 1
+    )
 
 
 @dataclass(frozen=True)
