@@ -249,6 +249,19 @@ def runs(tmp_path_factory):
     return folder
 
 
+def test_training_writes_the_pictures_and_evaluate_scores_the_classifier(runs):
+    assert size(runs / "vae" / "latent.png") == (600, 500)  # digits have labels: any program
+    assert not (runs / "vae" / "manifold.png").exists()  # a 10-D latent
+    for name in ("latent.png", "manifold.png", "samples-by-class.png"):
+        assert (runs / "labelled" / name).is_file(), name
+    result = evaluate(runs / "labelled", particles=2)
+    _, program, _ = pyrovae.load_run(runs / "labelled")
+    splits = pyrovae.load_splits(pyrovae.load_config(runs / "labelled" / "config.toml").data, "cpu")
+    predicted = program.classify(splits.test).argmax(-1)
+    assert result.accuracy == float((predicted == splits.test_labels).double().mean())
+    assert evaluate(runs / "vae", particles=2).accuracy is None
+
+
 def sample(capsys, *args: str) -> tuple[int, str, str]:
     """``pyrovae sample ARGS`` in this process: status, stdout, stderr."""
     status = main(["sample", *args])
