@@ -38,7 +38,16 @@ __all__ = [
 ]
 
 #: The kinds of component a config can name.
-KINDS = ("program", "prior", "guide", "likelihood", "network", "estimator", "dataset")
+KINDS = (
+    "program",
+    "prior",
+    "guide",
+    "likelihood",
+    "network",
+    "estimator",
+    "dataset",
+    "schedule",
+)
 
 #: Constructor parameters filled by pyrovae from the model, never read from a config file.
 CONTEXT = frozenset(
@@ -51,6 +60,8 @@ CONTEXT = frozenset(
         "guide",
         "model_config",
         "max_plate_nesting",
+        "optimizer",
+        "train_epochs",
     }
 )
 

@@ -149,7 +149,13 @@ def compare(
     reuse = _claim(out, configs, overwrite)  # every refusal before anything is written
     results = []
     # "diagnostics": evaluations cached before the accuracy and warnings are made again
-    settings = {"particles": particles, "limit": limit, "seed": 0, "diagnostics": 1}
+    settings = {
+        "particles": particles,
+        "limit": limit,
+        "seed": 0,
+        "checkpoint": "best",
+        "diagnostics": 1,
+    }
     for name, config in configs.items():
         directory = out / name
         if reuse[name]:

@@ -210,12 +210,14 @@ def evaluate(
     device: str = "cpu",
     data_root: str | None = None,
     progress: bool = False,
+    checkpoint: str = "best",
     y: torch.Tensor | None = None,
 ) -> Evaluation:
     """Evaluate a run directory on its test split (``load_splits(config.data).test``, with its
     labels where the dataset has them, and the run's metrics), or a program (a ``Program``, or
     any module with ``model`` and ``guide``) on the datapoints ``x`` with their labels ``y``
-    if given; ``limit`` keeps the first N datapoints."""
+    if given; ``limit`` keeps the first N datapoints. A run directory's ``checkpoint`` is
+    ``"best"`` (``best.pt``, the lowest validation loss) or ``"last"`` (``checkpoint.pt``)."""
     metrics = None
     if isinstance(run, torch.nn.Module):
         check_program(run, "evaluate")
@@ -233,7 +235,7 @@ def evaluate(
         from pyrovae.runs.directory import check_data_shape, load_run, read_metrics, resolve_device
 
         target = resolve_device(device)
-        config, program, payload = load_run(run, device=target)
+        config, program, payload = load_run(run, device=target, checkpoint=checkpoint)
         metrics = read_metrics(run)
         if x is None:
             data = config.data if data_root is None else replace(config.data, root=data_root)
