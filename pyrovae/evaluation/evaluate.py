@@ -150,6 +150,8 @@ def evaluate_model(
     check_program(program, "evaluate")
     started = time.perf_counter()
     pyro.set_rng_seed(seed)
+    # log p(x|y) of a program that scores x given its labels (the conditional VAE)
+    labels = {"y": y} if getattr(program, "labels_required", False) else {}
     was_training = program.training
     program.eval()
     try:
@@ -163,6 +165,7 @@ def evaluate_model(
                 max_plate_nesting=getattr(program, "max_plate_nesting", 1),
                 progress=progress,
                 analytic_kl=getattr(program, "analytic_kl", False),
+                **labels,
             )
             kl_per_dim = kl_per_dimension(program, x, y, chunk_size=chunk_size)
             correct = accuracy(program, x, y)
