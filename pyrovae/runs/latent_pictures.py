@@ -27,17 +27,19 @@ LATENT_PICTURE = "latent.png"
 MANIFOLD_PICTURE = "manifold.png"
 
 
-def project(means: torch.Tensor) -> tuple[torch.Tensor, str]:
+def project(means: torch.Tensor) -> tuple[torch.Tensor, str, str]:
     """Two coordinates per row of ``means``: the latent itself when 2-D (a 1-D latent beside
-    zeros), else its first two principal components (scikit-learn's PCA)."""
+    zeros), else its first two principal components (scikit-learn's PCA); with the axes' name
+    and a note for the title."""
     if means.shape[1] <= 2:
         padded = torch.nn.functional.pad(means, (0, 2 - means.shape[1]))
-        return padded, "z"
+        return padded, "z", ""
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=2).fit(means.double().numpy())
     share = pca.explained_variance_ratio_.sum()
-    return torch.from_numpy(pca.transform(means.double().numpy())), f"PCA ({share:.0%} of var.)"
+    points = torch.from_numpy(pca.transform(means.double().numpy()))
+    return points, "PC", f"\nfirst two principal components of {means.shape[1]} ({share:.0%} of the variance)"
 
 
 def save_latent_scatter(
@@ -49,7 +51,7 @@ def save_latent_scatter(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points, axis = project(latent_means(program, x, labels).detach().float().cpu())
+    points, axis, note = project(latent_means(program, x, labels).detach().float().cpu())
     labels = labels.cpu()
     classes = int(labels.max()) + 1 if len(labels) else 1
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -62,7 +64,7 @@ def save_latent_scatter(
         ax.legend(handles, names, title="class", fontsize=7, loc="best", markerscale=0.8)
     ax.set_xlabel(f"{axis} 1")
     ax.set_ylabel(f"{axis} 2")
-    ax.set_title(f"latent means of {len(x)} test datapoints")
+    ax.set_title(f"latent means of {len(x)} test datapoints{note}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
