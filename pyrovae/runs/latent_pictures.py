@@ -39,7 +39,8 @@ def project(means: torch.Tensor) -> tuple[torch.Tensor, str, str]:
     pca = PCA(n_components=2).fit(means.double().numpy())
     share = pca.explained_variance_ratio_.sum()
     points = torch.from_numpy(pca.transform(means.double().numpy()))
-    return points, "PC", f"\nfirst two principal components of {means.shape[1]} ({share:.0%} of the variance)"
+    note = f"\nfirst two principal components of {means.shape[1]} ({share:.0%} of the variance)"
+    return points, "PC", note
 
 
 def save_latent_scatter(
