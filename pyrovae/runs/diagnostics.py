@@ -95,7 +95,8 @@ def latent_means(
         else:
             trace = poutine.trace(program.guide).get_trace(block, **kwargs)
             mean = torch.cat(
-                [_site_mean(site).reshape(len(block), -1) for site in continuous_sites(trace)], dim=1
+                [_site_mean(site).reshape(len(block), -1) for site in continuous_sites(trace)],
+                dim=1,
             )
         parts.append(mean.reshape(len(block), -1))
     return torch.cat(parts)

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import torch
 
-from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint
+from pyrovae.components.programs import build_program
 from pyrovae.config import Config
 from pyrovae.errors import CheckpointError, ConfigError
-from pyrovae.components.programs import build_program
+from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint
 
 __all__ = [
     "CONFIG_FILE",
