@@ -142,7 +142,7 @@ def test_a_mixed_batch_is_its_labelled_and_unlabelled_parts(data):
     unlabelled = elbo.differentiable_loss(program.model, program.guide, x[:3])
     labelled = elbo.differentiable_loss(program.model, program.guide, x[3:], y[3:])
     auxiliary = program.auxiliary_loss(x[3:], y[3:]) * 5 / 2
-    assert float(mixed) == pytest.approx(float(unlabelled + labelled + auxiliary), abs=1e-4)
+    assert mixed.item() == pytest.approx((unlabelled + labelled + auxiliary).item(), abs=1e-4)
 
 
 @pytest.fixture
