@@ -66,6 +66,10 @@ def test_the_conditional_vae_trains_on_every_label(tmp_path):
     losses = [m["valid_loss"] for m in run.metrics]
     assert losses[1] < losses[0]
     assert (tmp_path / "reconstructions.png").is_file()
+    # Evaluation scores log p(x|y) with the test labels: above the bound, by a little.
+    result = pyrovae.evaluate(tmp_path, particles=20, limit=30)
+    assert result.elbo <= result.log_likelihood < result.elbo + 5
+    assert result.accuracy is None  # no classifier
 
 
 @pytest.mark.parametrize(
