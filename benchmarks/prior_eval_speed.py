@@ -9,6 +9,9 @@ interleaved, ``--repeats`` times. ``--broadcast`` scores the mixture the way pyr
 before/after comparison. Prints each time and the median ratio mixture / standard.
 
     OMP_NUM_THREADS=2 python benchmarks/prior_eval_speed.py --data-dir ../shared/data --limit 20
+
+``--train-images N`` also times training epochs (``pyrovae.train``, ``trace``, on the first N
+MNIST training images) of both models, alternating, and prints the median epoch ratio.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from timing import file_overrides, pyrovae_epochs, write_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,6 +57,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20, help="test datapoints (20)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (5)")
     parser.add_argument("--broadcast", action="store_true", help="the old broadcast scoring")
+    parser.add_argument("--train-images", type=int, default=0, help="also time training")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -91,6 +97,26 @@ def main() -> None:
         f"median {config.model.prior.name} {statistics.median(times['mixture']):.2f} s, standard"
         f" {statistics.median(times['standard']):.2f} s; median ratio"
         f" {statistics.median(ratios):.2f} (per repeat: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
+    if args.train_images:
+        train_ratio(config, standard, args)
+
+
+def train_ratio(config: pyrovae.Config, standard: pyrovae.Config, args) -> None:
+    """Median training epoch of the mixture model over the standard-prior one."""
+    epochs: dict[str, list[float]] = {"mixture": [], "standard": []}
+    with tempfile.TemporaryDirectory() as folder:
+        images = Path(folder) / "images.pt"
+        write_images(config, args.train_images, images)
+        overrides = file_overrides(images, 1, "cpu")
+        for _ in range(args.repeats):
+            for name, base in (("mixture", config), ("standard", standard)):
+                epochs[name] += pyrovae_epochs(base.replace(overrides))[0]
+    mixture, plain = statistics.median(epochs["mixture"]), statistics.median(epochs["standard"])
+    print(
+        f"training ({args.train_images} images, batch {config.train.batch_size}, trace,"
+        f" {args.repeats} alternating epochs each): {config.model.prior.name} {mixture:.2f}"
+        f" s/epoch, standard {plain:.2f} s/epoch; ratio {mixture / plain:.2f}"
     )
 
 
