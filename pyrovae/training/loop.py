@@ -74,6 +74,7 @@ class TrainingLoop:
             )
         # fused: one kernel per parameter instead of a dozen (Adam's update, same arithmetic)
         self.optimizer = torch.optim.Adam(parameters, lr=cfg.lr, fused=_fusable(parameters))
+        self.trainable = parameters  # what the step guard checks, listed once
         estimator = build(
             "estimator",
             cfg.estimator.name,
@@ -176,7 +177,7 @@ class TrainingLoop:
             loss.backward()  # every rank, every step: DDP averages the gradients here
             # A non-finite loss or gradient on any rank is skipped by all: it never reaches the
             # parameters.
-            if self.guard.check(loss, self.program.parameters(), cfg.clip_norm, epoch, self.step):
+            if self.guard.check(loss, self.trainable, cfg.clip_norm, epoch, self.step):
                 self.optimizer.step()
                 total += loss_sum.detach()
                 counted += len(indices)
