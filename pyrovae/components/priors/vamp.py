@@ -8,6 +8,8 @@ and the state dict holds each parameter once.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from pyro import distributions as dist
@@ -15,6 +17,7 @@ from pyro.nn import PyroParam
 from torch import nn
 
 from pyrovae.components.base import Prior, VariationalFamily
+from pyrovae.components.priors.diagonal_mixture import DiagonalNormalMixture
 from pyrovae.errors import ConfigError
 from pyrovae.registry import register
 
@@ -42,7 +45,9 @@ class VampPrior(Prior):
 
     Pseudo-inputs start at N(``init_mean``, ``init_std``^2) per pixel and, with ``clamp``, pass
     through hardtanh to [0, 1] as in the paper (for image data in [0, 1]). Needs a guide that
-    scores any z (not ``planar``). Scoring z costs one encoder pass over the K pseudo-inputs.
+    scores any z (not ``planar``). Scoring z costs one encoder pass over the K pseudo-inputs;
+    with a diagonal-normal guide the mixture is scored by matrix products
+    (``DiagonalNormalMixture``), with any other guide by broadcasting z over the components.
     """
 
     def __init__(
@@ -80,5 +85,25 @@ class VampPrior(Prior):
     def forward(self) -> dist.TorchDistribution:
         encoder, guide = self._posterior
         components = guide(encoder(self.inputs()))  # batch shape (K,)
+        normal = _diagonal_normal(components)
+        if normal is not None:  # scored by matrix products, no (..., K, D) tensor
+            return DiagonalNormalMixture(normal.loc.new_zeros(normal.loc.shape[:1]), *normal)
         weights = dist.Categorical(logits=self.pseudo_inputs.new_zeros(components.batch_shape))
         return _BroadcastMixture(weights, components)
+
+
+class _Normal(NamedTuple):
+    loc: torch.Tensor
+    scale: torch.Tensor
+
+
+def _diagonal_normal(components: dist.TorchDistribution) -> _Normal | None:
+    """The means and scales of ``components`` if they are diagonal normals over vectors
+    (``Normal(loc, scale).to_event(1)`` with batch shape ``(K,)``), else None."""
+    if not isinstance(components, dist.Independent) or components.reinterpreted_batch_ndims != 1:
+        return None
+    base = components.base_dist
+    if type(base) is not dist.Normal or base.loc.dim() != 2:
+        return None
+    loc, scale = torch.broadcast_tensors(base.loc, base.scale)
+    return _Normal(loc, scale)
