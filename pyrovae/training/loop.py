@@ -67,7 +67,7 @@ class TrainingLoop:
             raise ConfigError(
                 "model.program: the program has no trainable parameters; nothing to train"
             )
-        self.optimizer = torch.optim.Adam(parameters, lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(parameters, lr=cfg.lr, eps=cfg.adam_eps)
         estimator = build(
             "estimator",
             cfg.estimator.name,
