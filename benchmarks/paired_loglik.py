@@ -9,8 +9,8 @@ errors, the training wall-clock and whether the validation curve has levelled of
 
 Every file holds ``log_likelihoods`` (one per test image, in test-set order), ``curve`` (one
 record per epoch with ``valid_elbo``) and ``summary`` (``train_seconds``, ``eval_seconds``,
-``k``, ``test_images``). Scores of different files pair up only when they cover the same
-images, which ``report`` checks by count.
+``k``, ``test_images``). Every file scores the test set from its first image on, so ``report``
+pairs the first N images of each (N: the fewest any file scored, or ``--limit``).
 """
 
 from __future__ import annotations
@@ -66,19 +66,19 @@ def slope(curve: list[dict]) -> float:
     return (values[-1] - values[-1 - n]) / n if n > 0 else math.nan
 
 
-def report(paths: list[str]) -> None:
+def report(paths: list[str], limit: int | None = None) -> None:
     runs = [(Path(p).stem, torch.load(p)) for p in paths]
     base_name, base = runs[0]
-    n = len(base["log_likelihoods"])
+    n = min(len(run["log_likelihoods"]) for _, run in runs) if limit is None else limit
     print(
         f"{'model':<12} {'epochs':>6} {'train s':>8} {'log p(x)':>9} {'+-':>6}"
         f" {'vs ' + base_name:>12} {'+-':>6} {'valid slope':>11}  converged"
     )
     for name, run in runs:
-        ll, s = run["log_likelihoods"].double(), run["summary"]
+        ll, s = run["log_likelihoods"][:n].double(), run["summary"]
         if len(ll) != n:
-            raise SystemExit(f"{name}: {len(ll)} test images, {base_name}: {n}; score the same")
-        diff = ll - base["log_likelihoods"].double()
+            raise SystemExit(f"{name}: {len(ll)} test images, fewer than {n}; score more")
+        diff = ll - base["log_likelihoods"][:n].double()
         rise = slope(run["curve"])
         print(
             f"{name:<12} {len(run['curve']):>6} {s['train_seconds'] or 0:>8.0f}"
@@ -106,11 +106,12 @@ def main() -> None:
     s.add_argument("--out", required=True)
     r = commands.add_parser("report", help="compare scored files, the first as the baseline")
     r.add_argument("files", nargs="+")
+    r.add_argument("--limit", type=int, help="compare on the first N images (default: all shared)")
     a = p.parse_args()
     if a.command == "score":
         score(a.run_dir, a.k, a.limit, a.seed, a.out)
     else:
-        report(a.files)
+        report(a.files, a.limit)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import torch
 from conftest import REPO, run_cli
 
 from pyrovae.cli.train import _fraction, scale_to_budget
@@ -102,3 +103,13 @@ def test_budget_error_is_one_line_on_the_command_line():
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "--budget" in result.stderr and "(0, 1]" in result.stderr
+
+
+def test_adam_eps_reaches_the_optimizer(tmp_path):
+    from conftest import tiny
+
+    import pyrovae
+
+    pyrovae.train(tiny("train.epochs=1", "train.adam_eps=1e-4"), out=tmp_path / "r", quiet=True)
+    payload = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    assert [g["eps"] for g in payload["optimizer"]["param_groups"]] == [1e-4]
