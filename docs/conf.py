@@ -123,6 +123,7 @@ CATALOGUE_KINDS = {
     "likelihood": "Likelihoods",
     "network": "Networks",
     "estimator": "Estimators",
+    "schedule": "Learning-rate schedules",
     "dataset": "Datasets",
 }
 

@@ -13,6 +13,7 @@ guard_startup_interrupt()  # the pyrovae command: Ctrl-C during the imports belo
 
 import pyrovae.components  # noqa: F401  (registers the built-in components)
 import pyrovae.inference.estimators  # noqa: F401  (registers the estimators)
+import pyrovae.training.schedules  # noqa: F401  (registers the learning-rate schedules)
 from pyrovae.components.base import DATA_PLATE, Program, observation
 from pyrovae.components.datasets import Dataset, load_splits
 from pyrovae.components.programs import build_program

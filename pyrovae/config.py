@@ -1,8 +1,8 @@
 """Typed, frozen run configuration: TOML round-trip, dotted overrides, validation in one place.
 
 A config has three sections, ``data``, ``model`` and ``train``, plus a run ``name``. Components
-(prior, guide, likelihood, encoder, decoder, estimator) are a ``name`` plus that component's own
-options, which are checked against the registered component's signature::
+(prior, guide, likelihood, encoder, decoder, estimator, schedule) are a ``name`` plus that
+component's own options, which are checked against the registered component's signature::
 
     [model.prior]
     name = "learned_normal"
@@ -83,6 +83,16 @@ class DataConfig:
         0.0,
         exclusive=True,
     )
+    labelled: int | Literal["all"] = _option(
+        "all",
+        "training labels kept (a dataset with labels): `all`, or a count balanced over the"
+        " classes (count // classes each, one more for each of the first count % classes"
+        " classes); the others are hidden",
+        1,
+    )
+    labelled_seed: int = _option(
+        0, "seed of the choice of the kept labels (not train.seed)", 0, maximum=2**32 - 1
+    )
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,23 @@ class TrainConfig:
         1, "epochs between checkpoints (the last epoch is always saved); resume starts there", 1
     )
     batch_size: int = _option(100, "datapoints per step", 1)
-    lr: float = _option(1e-3, "Adam learning rate", 0.0, exclusive=True)
+    lr: float = _option(
+        1e-3, "Adam learning rate (the schedule's starting value)", 0.0, exclusive=True
+    )
+    schedule: Component = _option(
+        Component("constant"),
+        "learning-rate schedule, stepped once per epoch after validation",
+        kind="schedule",
+    )
+    patience: int = _option(
+        0,
+        "early stopping: stop after this many epochs without the validation loss improving by"
+        " more than `min_delta`; 0: off",
+        0,
+    )
+    min_delta: float = _option(
+        0.0, "early stopping: the least decrease of the validation loss that counts (nats)", 0.0
+    )
     clip_norm: float = _option(0.0, "clip the gradient's global norm to this; 0: off", 0.0)
     max_bad_steps: int = _option(
         20, "stop after this many steps in a row with a non-finite loss or gradient", 1

@@ -38,7 +38,16 @@ __all__ = [
 ]
 
 #: The kinds of component a config can name.
-KINDS = ("program", "prior", "guide", "likelihood", "network", "estimator", "dataset")
+KINDS = (
+    "program",
+    "prior",
+    "guide",
+    "likelihood",
+    "network",
+    "estimator",
+    "dataset",
+    "schedule",
+)
 
 #: Constructor parameters filled by pyrovae from the model, never read from a config file.
 CONTEXT = frozenset(
@@ -51,6 +60,8 @@ CONTEXT = frozenset(
         "guide",
         "model_config",
         "max_plate_nesting",
+        "optimizer",
+        "train_epochs",
     }
 )
 
@@ -161,9 +172,10 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
                 return check_type(value, arg, where)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(
-            errors[0] if len(errors) == 1 else f"{where}: {value!r} has the wrong type"
-        )
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        expected = " or ".join(_describe(arg) for arg in args if arg is not type(None))
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -194,6 +206,18 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _describe(hint: Any) -> str:
+    """What a value of type ``hint`` is, in words (for the errors of a union)."""
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if hint in words:
+        return words[hint]
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (tuple, list) or hint in (tuple, list):
+        return "a list"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:

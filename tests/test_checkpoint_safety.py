@@ -343,10 +343,10 @@ def test_a_checkpoint_without_digest_is_refused_until_upgraded(tmp_path, trained
     shutil.copytree(trained, run_dir)
     torch.save(payload, run_dir / CHECKPOINT_FILE)
     with pytest.raises(CheckpointError, match="format 1.*upgrade_checkpoint"):
-        pyrovae.load_run(run_dir)
+        pyrovae.load_run(run_dir, checkpoint="last")
     upgrade_checkpoint(run_dir / CHECKPOINT_FILE)
-    _, vae, _ = pyrovae.load_run(run_dir)
-    _, reference, _ = pyrovae.load_run(trained)
+    _, vae, _ = pyrovae.load_run(run_dir, checkpoint="last")
+    _, reference, _ = pyrovae.load_run(trained, checkpoint="last")
     for (key, a), b in zip(vae.state_dict().items(), reference.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
 

@@ -69,7 +69,7 @@ def _outputs(vae, x: torch.Tensor) -> list[torch.Tensor]:
 def test_train_then_load_run_gives_identical_outputs(overrides, tmp_path, digits_batch):
     config = pyrovae.load_config(None, COMMON + overrides)
     run = pyrovae.train(config, out=tmp_path / "run", quiet=True)
-    loaded_config, loaded, _ = pyrovae.load_run(run.directory)
+    loaded_config, loaded, _ = pyrovae.load_run(run.directory, checkpoint="last")
     assert loaded_config == config
     for name, value in run.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name

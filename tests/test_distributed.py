@@ -305,7 +305,7 @@ def test_a_user_program_with_two_latent_layers_trains_on_two_processes(tmp_path)
 def test_a_two_process_run_is_loaded_and_evaluated_by_one(two_process_run):
     out, result = two_process_run
     assert result.stdout.count("trained vae:") == 1  # rank 0 alone reports
-    config, vae, checkpoint = pyrovae.load_run(out)
+    config, vae, checkpoint = pyrovae.load_run(out, checkpoint="last")
     assert not any(key.startswith("module.") for key in checkpoint["model"])
     assert checkpoint["step"] == 2 * math.ceil(1294 / 99)
     assert config.train.batch_size == 99  # the global batch, whatever the number of processes

@@ -76,7 +76,7 @@ def test_a_users_program_trains_evaluates_resumes_samples(tmp_path):
     assert isinstance(run.model, ClusterVAE)
     resumed = pyrovae.train(config, resume=tmp_path / "run", quiet=True)
     assert [m["epoch"] for m in resumed.metrics] == [1, 2]
-    loaded_config, program, _ = pyrovae.load_run(tmp_path / "run")
+    loaded_config, program, _ = pyrovae.load_run(tmp_path / "run", checkpoint="last")
     assert loaded_config == config
     resumed_state = resumed.model.state_dict().values()
     for (k, a), b in zip(program.state_dict().items(), resumed_state, strict=True):

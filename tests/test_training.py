@@ -177,7 +177,7 @@ def test_runs_go_to_runs_name_under_the_working_directory(tmp_path, monkeypatch)
 
 
 def test_load_run_restores_identical_outputs(digits_run):
-    config, vae, checkpoint = pyrovae.load_run(digits_run.directory)
+    config, vae, checkpoint = pyrovae.load_run(digits_run.directory, checkpoint="last")
     assert config == digits_run.config
     assert checkpoint["epoch"] == 3
     trained = digits_run.model

@@ -13,7 +13,14 @@ from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE
 PARTICLE_LIMIT = 10**7
 CHUNK_LIMIT = 10**9
 
-__all__ = ["add_common", "add_config_arguments", "overrides", "load", "add_estimate_arguments"]
+__all__ = [
+    "add_common",
+    "add_config_arguments",
+    "overrides",
+    "load",
+    "add_estimate_arguments",
+    "add_checkpoint_argument",
+]
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +68,16 @@ def _quote(value: str) -> str:
 def load(args: argparse.Namespace) -> Config:
     """The config the command line describes."""
     return load_config(args.config, overrides(args))
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint best|last``: which checkpoint of a run a command loads."""
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="best.pt (lowest validation loss) or checkpoint.pt (end of training) (best)",
+    )
 
 
 def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:

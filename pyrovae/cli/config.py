@@ -20,7 +20,7 @@ def config_reference() -> str:
     lines = ["| key | default | meaning |", "|---|---|---|"]
     lines += _section_rows(Config, "")
     lines += ["", "| kind | name | options (default) | description |", "|---|---|---|---|"]
-    for kind in ("dataset", "prior", "guide", "likelihood", "network", "estimator"):
+    for kind in ("dataset", "prior", "guide", "likelihood", "network", "estimator", "schedule"):
         for name in builtin(kind):  # user plugins are not part of pyrovae's reference
             lines.append(f"| {kind} | `{name}` | {_options(kind, name)} | {_summary(kind, name)} |")
     return "\n".join(lines)

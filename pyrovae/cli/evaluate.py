@@ -7,7 +7,7 @@ import json
 import math
 
 from pyrovae.boundary import SEED_LIMIT, bounded_int
-from pyrovae.cli.arguments import add_common, add_estimate_arguments
+from pyrovae.cli.arguments import add_checkpoint_argument, add_common, add_estimate_arguments
 from pyrovae.errors import TrainingError
 from pyrovae.evaluation.evaluate import evaluate
 
@@ -22,6 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     add_common(parser)
     add_estimate_arguments(parser)
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--seed", type=bounded_int(0, SEED_LIMIT), default=0, help="random seed (0)"
     )
@@ -44,6 +45,7 @@ def command(args: argparse.Namespace) -> int:
         device=args.device,
         data_root=args.data_dir,
         progress=not args.quiet,
+        checkpoint=args.checkpoint,
     )
     if not (math.isfinite(result.elbo) and math.isfinite(result.log_likelihood)):
         raise TrainingError(

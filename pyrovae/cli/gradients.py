@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from pyrovae.boundary import SEED_LIMIT, bounded_int
-from pyrovae.cli.arguments import add_common
+from pyrovae.cli.arguments import add_checkpoint_argument, add_common
 from pyrovae.errors import ConfigError
 from pyrovae.evaluation.gradients import format_table, measure, save_snr_plot
 
@@ -22,6 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_common(parser)
     parser.add_argument("run_dir", metavar="RUN_DIR")
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--estimators",
         nargs="+",
@@ -52,7 +53,8 @@ def command(args: argparse.Namespace) -> int:
 
     suffixes = (".png", ".pdf", ".svg")
     given = check_output_file(args.out, Path(), suffixes, "--out") if args.out is not None else None
-    config, program, payload = load_run(args.run_dir)  # the run directory exists from here on
+    # The run directory exists from here on.
+    config, program, payload = load_run(args.run_dir, checkpoint=args.checkpoint)
     default = Path(args.run_dir) / "gradient_snr.png"
     out = given or check_output_file(str(default), default, suffixes, "--out")
     if args.batch_size < 1:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pyrovae.boundary import SEED_LIMIT, bounded_int
-from pyrovae.cli.arguments import add_common
+from pyrovae.cli.arguments import add_checkpoint_argument, add_common
 from pyrovae.errors import PyrovaeError
 
 #: The most samples ``pyrovae sample`` draws into one picture.
@@ -22,6 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = commands.add_parser("sample", help="write a grid of new samples from a run")
     add_common(parser)
     parser.add_argument("run_dir", metavar="RUN_DIR")
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--count",
         type=bounded_int(1, SAMPLE_LIMIT),
@@ -48,7 +49,8 @@ def command(args: argparse.Namespace) -> int:
     given = None
     if args.out is not None:  # checked before the run is loaded, "" included
         given = check_output_file(args.out, Path(), PICTURE_SUFFIXES, "--out")
-    _, program, _ = load_run(args.run_dir)  # the run directory exists from here on
+    # The run directory exists from here on.
+    _, program, _ = load_run(args.run_dir, checkpoint=args.checkpoint)
     default = Path(args.run_dir) / "samples-new.png"
     out = given or check_output_file(str(default), default, PICTURE_SUFFIXES, "--out")
     fallback = out.with_suffix(".pt")  # where samples that are not pictures go

@@ -104,8 +104,9 @@ def command(args: argparse.Namespace) -> int:
     last = run.metrics[-1]
     skipped = sum(m.get("skipped_steps", 0) for m in run.metrics)
     note = f" ({skipped} steps skipped: non-finite loss or gradient)" if skipped else ""
+    stopped = f"; stopped by {last['stopped']}" if "stopped" in last else ""
     print(
         f"trained {run.config.name}: valid_loss {last['valid_loss']:.3f} nats after"
-        f" {last['epoch']} epochs{note}; results in {run.directory}"
+        f" {last['epoch']} epochs{note}{stopped}; results in {run.directory}"
     )
     return 0

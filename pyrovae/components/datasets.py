@@ -10,6 +10,7 @@ per-item loader.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
@@ -24,6 +25,13 @@ import numpy as np
 import torch
 
 from pyrovae.components.base import Likelihood
+from pyrovae.components.labels import (
+    HIDDEN,
+    balanced_selection,
+    check_labels,
+    count_classes,
+    hide_labels,
+)
 from pyrovae.config import DataConfig
 from pyrovae.errors import DataError, first_line, refusal_detail
 from pyrovae.registry import lookup, register
@@ -48,10 +56,13 @@ DOWNLOAD_TIMEOUT = 20.0
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset's train and test splits: float tensors of shape ``(N, *x_shape)``."""
+    """A dataset's train and test splits: float tensors of shape ``(N, *x_shape)``, and their
+    class labels (integer tensors of shape ``(N,)``, checked by ``load_splits``) or None."""
 
     train: torch.Tensor
     test: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,24 @@ class Splits:
     valid: torch.Tensor
     test: torch.Tensor
     dynamic_binarization: bool
+    #: LongTensor ``(len(train),)``; ``HIDDEN`` (-1) where ``data.labelled`` hides the label.
+    train_labels: torch.Tensor | None = None
+    #: The true labels of the validation and test splits (for evaluation only).
+    valid_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    num_classes: int | None = None
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the dataset has labels (some training ones may be hidden)."""
+        return self.train_labels is not None
+
+    @property
+    def labelled_indices(self) -> torch.Tensor:
+        """Indices of the training datapoints whose label is kept (empty without labels)."""
+        if self.train_labels is None:
+            return torch.zeros(0, dtype=torch.int64, device=self.train.device)
+        return (self.train_labels != HIDDEN).nonzero().squeeze(1)
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -97,6 +126,7 @@ def load_splits(config: DataConfig, device: torch.device) -> Splits:
             f" {tuple(train.shape[1:])} vs {tuple(test.shape[1:])}"
         )
     n_valid = _validation_count(config.validation_size, len(train))
+    labels = _labels(dataset, config, len(train), len(test))
     train, valid = train[:-n_valid], train[-n_valid:]
     dynamic = config.binarize == "dynamic"
     if dynamic:
@@ -110,7 +140,42 @@ def load_splits(config: DataConfig, device: torch.device) -> Splits:
         generator = torch.Generator().manual_seed(EVAL_BINARIZE_SEED)
         valid = torch.bernoulli(valid, generator=generator)
         test = torch.bernoulli(test, generator=generator)
-    return Splits(train.to(device), valid.to(device), test.to(device), dynamic)
+    splits = Splits(train.to(device), valid.to(device), test.to(device), dynamic)
+    if labels is None:
+        return splits
+    train_labels, test_labels, num_classes = labels
+    train_labels, valid_labels = train_labels[:-n_valid], train_labels[-n_valid:]
+    if config.labelled != "all":
+        keep = balanced_selection(train_labels, config.labelled, num_classes, config.labelled_seed)
+        train_labels = hide_labels(train_labels, keep)
+    return dataclasses.replace(
+        splits,
+        train_labels=train_labels.to(device),
+        valid_labels=valid_labels.to(device),
+        test_labels=test_labels.to(device),
+        num_classes=num_classes,
+    )
+
+
+def _labels(
+    dataset: Dataset, config: DataConfig, n_train: int, n_test: int
+) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """The dataset's checked train and test labels and its number of classes, or None."""
+    given = (dataset.train_labels is not None, dataset.test_labels is not None)
+    if given == (False, False):
+        if config.labelled != "all":
+            raise DataError(
+                f"data.labelled: dataset {config.name!r} has no labels; remove data.labelled"
+            )
+        return None
+    if given != (True, True):
+        which, other = ("train", "test") if given[0] else ("test", "train")
+        raise DataError(
+            f"data: the dataset has {which} labels but no {other} labels; give both or neither"
+        )
+    train = check_labels(dataset.train_labels, n_train, "train")
+    test = check_labels(dataset.test_labels, n_test, "test")
+    return train, test, count_classes(train, test)
 
 
 def check_likelihood(splits: Splits, likelihood: Likelihood) -> None:
@@ -179,15 +244,17 @@ def _validation_count(size: float, n: int) -> int:
 # ---------------------------------------------------------------------- datasets
 @register("dataset", "digits")
 def digits(config: DataConfig) -> Dataset:
-    """scikit-learn's bundled 8x8 digits (1797 images), scaled to [0, 1]; 20% held out as test."""
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), scaled to [0, 1]; 20% held out
+    as test."""
     from sklearn.datasets import load_digits
 
-    images = torch.as_tensor(load_digits().images, dtype=torch.float32) / 16.0
+    bunch = load_digits()
+    images = torch.as_tensor(bunch.images, dtype=torch.float32) / 16.0
     images = images.unsqueeze(1)  # (N, 1, 8, 8)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-    images = images[order]
+    images, labels = images[order], torch.as_tensor(bunch.target, dtype=torch.int64)[order]
     n_test = len(images) // 5
-    return Dataset(train=images[n_test:], test=images[:n_test])
+    return Dataset(images[n_test:], images[:n_test], labels[n_test:], labels[:n_test])
 
 
 def _torchvision(
@@ -232,7 +299,14 @@ def _torchvision(
         ) from None
     images = [torch.as_tensor(s.data).to(torch.float32).div(255.0) for s in splits]
     images = [x.permute(0, 3, 1, 2) if rgb else x.unsqueeze(1) for x in images]
-    return Dataset(train=images[0], test=images[1])
+    labels = [torch.as_tensor(s.targets, dtype=torch.int64) for s in splits]
+    for split, x, y in zip(("train", "test"), images, labels, strict=True):
+        if len(x) != len(y):
+            raise DataError(
+                f"data: {folder} holds {len(y)} {split} labels for {len(x)} {split} images;"
+                f" replace the {dataset_class.__name__} files there"
+            )
+    return Dataset(images[0], images[1], labels[0], labels[1])
 
 
 def _dataset_files(dataset_class: type) -> list[str]:
@@ -326,8 +400,10 @@ def cifar10(config: DataConfig) -> Dataset:
 
 @register("dataset", "file")
 def from_file(config: DataConfig) -> Dataset:
-    """A user's array in ``data.path``: ``.npy``/``.pt`` (last 10% is test) or ``.npz``/``.pt``
-    dict with ``train`` and ``test``. Shape ``(N, ...)``; the file is only read.
+    """A user's array in ``data.path``: ``.npy``/``.pt`` (the first 10% is test) or ``.npz``/``.pt``
+    dict with ``train`` and ``test`` (and, for labels, ``train_labels`` and ``test_labels``),
+    or with ``data`` and ``labels`` (the first 10% is test). Shape ``(N, ...)``; the file is only
+    read.
     """
     if not config.path:
         raise DataError("data.path: dataset 'file' needs data.path = 'FILE.npy|.npz|.pt'")
@@ -362,13 +438,33 @@ def from_file(config: DataConfig) -> Dataset:
             kind = "meta" if part.is_meta else "quantized" if part.is_quantized else part.layout
             kind = str(kind).removeprefix("torch.")
             raise DataError(f"{where} holds a {kind} tensor; store a dense array")
+    if isinstance(content, dict) and "data" not in content:
+        _check_keys(content, ("train", "test"), ("train_labels", "test_labels"), where)
+        train_labels, test_labels = content.get("train_labels"), content.get("test_labels")
+        return Dataset(content["train"], content["test"], train_labels, test_labels)
+    labels = None
     if isinstance(content, dict):
-        if "train" not in content or "test" not in content:
-            raise DataError(f"data.path: {str(path)!r} must hold arrays named 'train' and 'test'")
-        return Dataset(train=content["train"], test=content["test"])
+        _check_keys(content, ("data",), ("labels",), where)
+        content, labels = content["data"], content.get("labels")
     if not torch.is_tensor(content) or content.dim() < 2 or len(content) < 10:
-        raise DataError(
-            f"data.path: {str(path)!r} must hold an array of shape (N, ...) with N >= 10"
-        )
+        raise DataError(f"{where} must hold an array of shape (N, ...) with N >= 10")
     n_test = len(content) // 10
-    return Dataset(train=content[n_test:], test=content[:n_test])
+    if labels is None:
+        return Dataset(train=content[n_test:], test=content[:n_test])
+    labels = check_labels(labels, len(content), "file's")
+    return Dataset(content[n_test:], content[:n_test], labels[n_test:], labels[:n_test])
+
+
+def _check_keys(
+    content: dict, required: tuple[str, ...], optional: tuple[str, ...], where: str
+) -> None:
+    """Refuse a dict of arrays that lacks a ``required`` key or holds a key not in either."""
+    accepted = (*required, *optional)
+    missing = [key for key in required if key not in content]
+    unknown = [str(key) for key in content if key not in accepted]
+    if missing or unknown:
+        problem = f"lacks {missing[0]!r}" if missing else f"holds an unknown array {unknown[0]!r}"
+        raise DataError(
+            f"{where} {problem}; it must hold arrays named {' and '.join(map(repr, required))}"
+            f" (and optionally {' and '.join(map(repr, optional))})"
+        )

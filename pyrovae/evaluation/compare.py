@@ -138,7 +138,7 @@ def compare(
             raise ConfigError(f"variant {name!r}: {error}") from None
     reuse = _claim(out, configs, overwrite)  # every refusal before anything is written
     results = []
-    settings = {"particles": particles, "limit": limit, "seed": 0}
+    settings = {"particles": particles, "limit": limit, "seed": 0, "checkpoint": "best"}
     for name, config in configs.items():
         directory = out / name
         if reuse[name]:

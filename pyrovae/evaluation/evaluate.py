@@ -146,10 +146,12 @@ def evaluate(
     device: str = "cpu",
     data_root: str | None = None,
     progress: bool = False,
+    checkpoint: str = "best",
 ) -> Evaluation:
     """Evaluate a run directory on its test split (``load_splits(config.data).test``), or a
     program (a ``Program``, or any module with ``model`` and ``guide``) on the datapoints
-    ``x``; ``limit`` keeps the first N datapoints."""
+    ``x``; ``limit`` keeps the first N datapoints. A run directory's ``checkpoint`` is
+    ``"best"`` (``best.pt``, the lowest validation loss) or ``"last"`` (``checkpoint.pt``)."""
     if isinstance(run, torch.nn.Module):
         check_program(run, "evaluate")
         if not torch.is_tensor(x):
@@ -166,7 +168,7 @@ def evaluate(
         from pyrovae.runs.directory import check_data_shape, load_run, resolve_device
 
         target = resolve_device(device)
-        config, program, payload = load_run(run, device=target)
+        config, program, payload = load_run(run, device=target, checkpoint=checkpoint)
         if x is None:
             data = config.data if data_root is None else replace(config.data, root=data_root)
             x = load_splits(data, target).test

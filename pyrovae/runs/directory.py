@@ -27,6 +27,8 @@ __all__ = [
     "METRICS_FILE",
     "CHECKPOINT_FILE",
     "BEST_FILE",
+    "CHECKPOINTS",
+    "checkpoint_path",
     "RUN_FILES",
     "Run",
     "run_state",
@@ -46,6 +48,8 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"  #: the checkpoint with the lowest validation loss so far
+#: The checkpoints ``load_run`` (and ``--checkpoint``) can choose: the best one is the default.
+CHECKPOINTS = {"best": BEST_FILE, "last": CHECKPOINT_FILE}
 #: Every file pyrovae writes into a run directory (and their temporary ``.NAME.*.tmp`` files).
 RUN_FILES = frozenset(
     {
@@ -259,17 +263,35 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def checkpoint_path(directory: str | Path, checkpoint: str = "best") -> Path:
+    """The checkpoint file of a run that ``checkpoint`` names: ``"best"`` (``best.pt``, the
+    lowest validation loss; ``checkpoint.pt`` for a run that has no ``best.pt``, as runs
+    written before it existed), ``"last"`` (``checkpoint.pt``) or either file's name."""
+    directory = Path(directory)
+    name = CHECKPOINTS.get(checkpoint, checkpoint)
+    if name not in CHECKPOINTS.values():
+        raise ConfigError(
+            f"--checkpoint: {checkpoint!r} is not a checkpoint of a run; choose best or last"
+        )
+    if name == BEST_FILE and not os.path.lexists(directory / BEST_FILE):
+        name = CHECKPOINT_FILE  # a run from before best.pt: its last checkpoint is its only one
+    return directory / name
+
+
 def load_run(
-    directory: str | Path, device: str | torch.device = "cpu", checkpoint: str = CHECKPOINT_FILE
+    directory: str | Path, device: str | torch.device = "cpu", checkpoint: str = "best"
 ) -> tuple[Config, torch.nn.Module, dict[str, Any]]:
     """The config, the program with its trained weights, and the raw checkpoint of a run.
 
-    ``checkpoint`` is ``CHECKPOINT_FILE`` (the last) or ``BEST_FILE`` (the best validation loss).
+    ``checkpoint`` is ``"best"`` (the default: ``best.pt``, the epoch of lowest validation
+    loss) or ``"last"`` (``checkpoint.pt``, the end of training); see ``checkpoint_path``.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"run directory {str(directory)!r} does not exist")
-    payload = load_checkpoint(directory / checkpoint, map_location=device)
+    path = checkpoint_path(directory, checkpoint)
+    checkpoint = path.name
+    payload = load_checkpoint(path, map_location=device)
     for key, kind in (("config", dict), ("x_shape", list), ("model", dict)):
         if not isinstance(payload.get(key), kind):
             raise CheckpointError(f"checkpoint {str(directory / checkpoint)!r} lacks {key!r}")

@@ -32,8 +32,11 @@ from pyrovae.registry import build
 from pyrovae.runs.checkpoint import save_checkpoint
 from pyrovae.runs.directory import BEST_FILE, CHECKPOINT_FILE, append_metrics, load_weights
 from pyrovae.training.distributed import Group
+from pyrovae.training.resume import restore_schedule
 from pyrovae.training.rng import capture_rng, restore_rng
+from pyrovae.training.schedules import build_schedule, current_lr, step_schedule
 from pyrovae.training.step_guard import StepGuard
+from pyrovae.training.stopping import EarlyStopping
 
 __all__ = ["TrainingLoop", "kl_weight"]
 
@@ -68,6 +71,8 @@ class TrainingLoop:
                 "model.program: the program has no trainable parameters; nothing to train"
             )
         self.optimizer = torch.optim.Adam(parameters, lr=cfg.lr, eps=cfg.adam_eps)
+        self.schedule = build_schedule(cfg, self.optimizer)  # stepped once per epoch
+        self.stopping = EarlyStopping(cfg.patience, cfg.min_delta)
         estimator = build(
             "estimator",
             cfg.estimator.name,
@@ -125,22 +130,32 @@ class TrainingLoop:
                     "train_loss": train_loss,
                     "valid_loss": valid_loss,
                     "kl_weight": self.kl_weight,
+                    "lr": current_lr(self.optimizer),  # the lr this epoch trained with
                     "skipped_steps": skipped,
                     "epoch_seconds": seconds,
                 }
+                step_schedule(self.schedule, valid_loss)  # the next epoch's lr
+                stop = self.stopping.update(epoch, valid_loss)
+                if stop:
+                    record["stopped"] = self.stopping.reason()
                 metrics.append(record)
                 self.epoch = epoch
-                self._end_epoch(directory, record)
+                self._end_epoch(directory, record, stop)
                 bar.set_postfix(epoch=epoch, loss=f"{train_loss:.2f}", valid=f"{valid_loss:.2f}")
+                if stop:
+                    break
         return metrics
 
-    def _end_epoch(self, directory: Path, record: dict[str, Any]) -> None:
-        """Append the epoch's metrics and, every ``checkpoint_every`` epochs and at the end,
-        write the last checkpoint, and the best one if this epoch's validation loss is the
-        lowest so far. Rank 0 writes; a ``CheckpointError`` there is raised on every rank."""
+    def _end_epoch(self, directory: Path, record: dict[str, Any], stop: bool) -> None:
+        """Append the epoch's metrics and, every ``checkpoint_every`` epochs, at the end and
+        when early stopping ``stop``s the run, write the last checkpoint, and the best one if
+        this epoch's validation loss is the lowest so far (with early stopping on, at any
+        epoch, else among the checkpointed ones). Rank 0 writes; a ``CheckpointError`` there is
+        raised on every rank."""
         cfg = self.config.train
-        save = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
-        best = save and record["valid_loss"] < self.best_valid_loss
+        save = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs or stop
+        lowest = record["valid_loss"] < self.best_valid_loss
+        best = lowest and (save or cfg.patience > 0)
         if best:
             self.best_valid_loss = record["valid_loss"]
 
@@ -151,6 +166,8 @@ class TrainingLoop:
                 if best:  # first: a crash in between leaves a best file as new as the last
                     save_checkpoint(directory / BEST_FILE, payload)
                 save_checkpoint(directory / CHECKPOINT_FILE, payload)  # atomic, each
+            elif best:  # early stopping's best epoch between checkpoints
+                save_checkpoint(directory / BEST_FILE, self.checkpoint(self.epoch))
 
         self.group.on_main(write)
 
@@ -210,6 +227,8 @@ class TrainingLoop:
             "metrics": list(self.metrics),
             "best_valid_loss": self.best_valid_loss,
             "bad_steps_in_row": self.guard.in_a_row,
+            "schedule": self.schedule.state_dict(),
+            "early_stopping": self.stopping.state_dict(),
         }
 
     def restore(self, payload: dict[str, Any]) -> None:
@@ -228,3 +247,4 @@ class TrainingLoop:
         self.best_valid_loss = payload["best_valid_loss"]
         self.guard.in_a_row = payload["bad_steps_in_row"]
         restore_rng(payload["rng"], self.generator)
+        restore_schedule(self.schedule, self.stopping, payload, self.config.train)

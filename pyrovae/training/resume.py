@@ -10,10 +10,19 @@ trained again from the same state with the same draws, so on the same device the
 those of a run that was never interrupted; ``metrics.jsonl`` is rewritten from the checkpoint,
 dropping the lines of epochs that are trained again.
 
+The learning-rate schedule's state (``LRScheduler.state_dict``) and the early-stopping counters
+are in the checkpoint too, so the lr sequence and the epoch where early stopping ends the run are
+those of the uninterrupted run. A checkpoint written before schedules existed holds neither: its
+run had the constant schedule and no early stopping (the only ones there were), and both are
+rebuilt exactly by replaying the checkpoint's recorded validation losses. A run that early
+stopping ended resumes only with a ``train.patience`` that would not have stopped it (larger, or
+0); a cosine schedule, fixed by ``train.epochs``, cannot be extended.
+
 A resumed run keeps its config. Only the keys in ``RESUMABLE_KEYS`` may change: ``train.epochs``
 (to train further; not below the epochs already done), ``train.device`` (the device's type must
-stay the one the run trained on: its random draws are that device's), ``train.dist_timeout`` and
-where the data is read from.
+stay the one the run trained on: its random draws are that device's), ``train.dist_timeout``,
+early stopping's ``train.patience`` and ``train.min_delta`` (they do not change an epoch's
+training, only where the run stops) and where the data is read from.
 
 Several processes (torchrun): rank 0 alone writes checkpoints, and they hold its generators. On
 resume every rank reads the checkpoint (the run directory must be readable by all of them) and
@@ -33,14 +42,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
-from pyrovae.config import Config, load_config
+from pyrovae.config import Config, TrainConfig, load_config
 from pyrovae.errors import CheckpointError, ConfigError, PyrovaeError
 from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint
 from pyrovae.runs.directory import (
@@ -50,6 +61,8 @@ from pyrovae.runs.directory import (
     METRICS_FILE,
     check_x_shape,
 )
+from pyrovae.training.schedules import step_schedule
+from pyrovae.training.stopping import EarlyStopping
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -57,6 +70,7 @@ __all__ = [
     "config_differences",
     "resume_config",
     "open_resume",
+    "restore_schedule",
 ]
 
 #: Config keys a resumed run may change; any other difference is refused.
@@ -64,6 +78,8 @@ RESUMABLE_KEYS = (
     "train.epochs",
     "train.device",
     "train.dist_timeout",
+    "train.patience",
+    "train.min_delta",
     "data.root",
     "data.download",
 )
@@ -82,6 +98,8 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "best_valid_loss": float,
     "bad_steps_in_row": int,
 }
+#: Entries of checkpoints written since schedules and early stopping exist (older ones lack them).
+_OPTIONAL: dict[str, type] = {"schedule": dict, "early_stopping": dict}
 
 
 @dataclass(frozen=True)
@@ -186,6 +204,40 @@ def open_resume(run_dir: str | Path, config: Config) -> ResumePoint:
     return point
 
 
+def restore_schedule(
+    scheduler: LRScheduler, stopping: EarlyStopping, payload: Mapping[str, Any], train: TrainConfig
+) -> None:
+    """Take up the schedule's state and the early-stopping counters of a checkpoint (after the
+    optimizer's), or rebuild them from its validation losses if it predates them; refuse a run
+    that early stopping ended under the current ``train.patience``."""
+    losses = [record["valid_loss"] for record in payload["metrics"]]
+    if "schedule" in payload:
+        try:
+            scheduler.load_state_dict(payload["schedule"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"the checkpoint's schedule state is damaged: {error}") from None
+    else:  # its run had the constant schedule: replaying it is exact
+        with warnings.catch_warnings():  # replayed before this process's optimizer steps
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            for loss in losses:
+                step_schedule(scheduler, loss)
+    if isinstance(scheduler, CosineAnnealingLR) and scheduler.T_max != train.epochs:
+        raise ConfigError(
+            f"cannot resume: the cosine schedule anneals over the run's {scheduler.T_max} epochs"
+            f" and cannot be extended to train.epochs = {train.epochs}; train a new run"
+        )
+    if "early_stopping" in payload:
+        stopping.load_state_dict(payload["early_stopping"])
+    else:
+        stopping.replay(losses)
+    if stopping.should_stop:
+        raise ConfigError(
+            f"cannot resume: early stopping ended the run at epoch {payload['epoch']} (no"
+            f" improvement for {stopping.bad_epochs} epochs); pass train.patience=N with N >"
+            f" {stopping.bad_epochs}, or 0, to train it further"
+        )
+
+
 # --------------------------------------------------------------------- internals
 class _Unset:
     def __repr__(self) -> str:
@@ -242,6 +294,12 @@ def _check_payload(payload: Mapping[str, Any], path: Path) -> None:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} cannot be resumed: {key!r} is a"
                 f" {type(value).__name__}, not a {getattr(kind, '__name__', kind)}"
+            )
+    for key, kind in _OPTIONAL.items():
+        if key in payload and not isinstance(payload[key], kind):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} cannot be resumed: {key!r} is a"
+                f" {type(payload[key]).__name__}, not a {kind.__name__}"
             )
     if len(payload["metrics"]) != payload["epoch"] or payload["epoch"] < 1:
         raise CheckpointError(
