@@ -393,10 +393,14 @@ def crafted_runs(draw) -> tuple[str, Callable[[Path], None], list[str]]:
     return how, old_format, every
 
 
+LAST = ["--checkpoint", "last"]  # the damaged file: checkpoint.pt (best.pt is the default)
 COMMANDS = {
-    "sample": ["sample", "run"],
-    "evaluate": ["evaluate", "run", "--particles", "2", "--limit", "4", "--quiet"],
-    "gradients": ["gradients", "run", "--estimators", "trace", "--draws", "2", "--batch-size", "4"],
+    "sample": ["sample", "run", *LAST],
+    "evaluate": ["evaluate", "run", "--particles", "2", "--limit", "4", "--quiet", *LAST],
+    "gradients": [
+        *["gradients", "run", "--estimators", "trace", "--draws", "2", "--batch-size", "4"],
+        *LAST,
+    ],
     "resume": ["train", "--quiet", "--resume", "run", "train.epochs=2"],
 }
 

@@ -10,13 +10,15 @@ This file proves:
 - the ELBO is the exact log-likelihood minus KL(q || p(z|x)) for random parameters (so it stays
   below log p(x)), and equals log p(x) exactly when the guide is the exact posterior, for both
   estimators;
-- training through ``pyrovae.train`` approaches the PPCA maximum likelihood on digits.
+- the example ``examples/configs/ppca.toml``, trained through ``pyrovae.train`` with its
+  learning-rate schedule, ends within 0.05 nats of the PPCA maximum likelihood on digits.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pyro
 import pytest
@@ -31,6 +33,7 @@ from pyrovae.inference import linear_gaussian as lg
 from pyrovae.inference.elbo import negative_elbo
 from pyrovae.inference.estimators import meanfield, trace
 
+EXAMPLE_PPCA = Path(__file__).resolve().parents[1] / "examples" / "configs" / "ppca.toml"
 LINEAR_GAUSSIAN = [
     "data.binarize=none",
     'model.decoder={name="mlp", hidden=[]}',
@@ -229,35 +232,32 @@ def test_elbo_with_the_exact_posterior_from_the_vae_encoder_is_log_likelihood():
 
 
 # ----------------------------------------------------------------------------- training
-def test_training_on_digits_approaches_the_ppca_maximum_likelihood(tmp_path):
-    config = pyrovae.load_config(
-        None,
-        [
-            *LINEAR_GAUSSIAN,
-            'model.likelihood={name="gaussian", learn_scale=true}',
-            'model.encoder={name="mlp", hidden=[]}',
-            "model.latent_dim=5",
-            "train.epochs=300",
-            "train.lr=0.01",
-            "train.batch_size=100",
-            "train.device=cpu",
-        ],
-    )
+def test_the_ppca_example_ends_within_0_05_nats_of_the_ppca_maximum(tmp_path):
+    """examples/configs/ppca.toml (latent_dim 5, 400 epochs, lr 0.01 cut 0.3x every 100 epochs)
+    on the digits: the trained model's exact log-likelihood of its training data is within
+    0.05 nats of the PPCA maximum, and so is its ELBO. At the constant lr 0.01 the model ends
+    0.078 nats below after 400 epochs (ELBO: 0.20), Adam's noise floor at that lr."""
+    config = pyrovae.load_config(EXAMPLE_PPCA, ["train.device=cpu"])
+    assert config.train.schedule.name == "step"  # the schedule is what closes the gap
     run = pyrovae.train(config, out=tmp_path, quiet=True)
     x = load_splits(config.data, torch.device("cpu")).train.double()
     flat = x.reshape(len(x), -1)
-    best = lg.ppca_max_log_likelihood(x, 5)  # 8.864 nats per datapoint on this split
+    best = lg.ppca_max_log_likelihood(x, config.model.latent_dim)  # 8.864 nats per datapoint
     vae = copy.deepcopy(run.model).double()
     with torch.no_grad():
-        log_likelihood = float(lg.marginal(vae).log_prob(flat).mean())
-    elbo = -negative_elbo(vae, x, particles=20)
+        log_likelihood = lg.marginal(vae).log_prob(flat)
+        q = vae.encode(x).base_dist
+        q_full = dist.MultivariateNormal(q.loc, scale_tril=torch.diag_embed(q.scale))
+        # The ELBO in closed form: log p(x) - KL(q(z|x) || p(z|x)), no Monte Carlo error.
+        elbo = log_likelihood - torch.distributions.kl_divergence(q_full, lg.posterior(vae, x))
+    log_likelihood, elbo = float(log_likelihood.mean()), float(elbo.mean())
     # The exact likelihood of any parameters is at most the maximum (slack: float64 rounding).
     assert log_likelihood <= best + 1e-6
-    # Measured: 300 epochs (3900 Adam steps at lr 0.01) end 0.09 nats below the maximum, from
-    # about -800 at initialisation; Adam's noise floor at this learning rate keeps it from
-    # closing the gap. 0.3 nats is three times the gap measured.
-    assert log_likelihood > best - 0.3, (log_likelihood, best)
-    assert elbo <= log_likelihood + 0.01  # the bound, up to Monte Carlo error of 20 particles
-    assert elbo > best - 0.5  # a linear VAE's diagonal posterior can be exact (Lucas et al. 2019)
+    # Measured: 0.008 nats below the maximum, the ELBO 0.040 below (one thread and two alike).
+    assert best - log_likelihood < 0.05, (log_likelihood, best)
+    assert elbo <= log_likelihood
+    assert best - elbo < 0.05, (elbo, best)
+    assert [m["lr"] for m in run.metrics[99:101]] == pytest.approx([0.01, 0.003])
     assert 0 < float(run.model.likelihood.scale.detach()) < 0.25  # learned: PPCA's s is 0.19
-    assert run.metrics[-1]["valid_loss"] < run.metrics[0]["valid_loss"] - 100
+    # The Monte Carlo bound the run reports agrees with the closed form.
+    assert -negative_elbo(vae, x, particles=20) == pytest.approx(elbo, abs=0.05)

@@ -142,7 +142,10 @@ def test_early_stopping_stops_at_the_right_epoch_and_keeps_the_best(tmp_path, fo
     assert [m["epoch"] for m in run.metrics] == [1, 2, 3, 4, 5]  # 3 epochs after epoch 2
     assert "stopped" not in run.metrics[-2]
     assert run.metrics[-1]["stopped"].startswith("early stopping")
-    assert "best 4.0000 at epoch 2" in run.metrics[-1]["stopped"]
+    assert (
+        "did not improve on 4.0000 (epoch 2) by more than 0.5 for 3 epochs"
+        in (run.metrics[-1]["stopped"])
+    )
     assert read_metrics(tmp_path / "r")[-1]["stopped"] == run.metrics[-1]["stopped"]
     last = load_checkpoint(tmp_path / "r" / CHECKPOINT_FILE)
     best = load_checkpoint(tmp_path / "r" / BEST_FILE)

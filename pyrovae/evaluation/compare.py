@@ -165,7 +165,8 @@ def compare(
             (directory / EVALUATION_FILE).write_text(json.dumps(cache) + "\n")
         metrics = read_metrics(directory)
         seconds = sum(m["epoch_seconds"] for m in metrics) / max(1, len(metrics))
-        results.append(Result(name, _describe(config), config.train.epochs, seconds, evaluation))
+        epochs = len(metrics) or config.train.epochs  # early stopping may end a run sooner
+        results.append(Result(name, _describe(config), epochs, seconds, evaluation))
     write_tables(results, out)
     save_plots(results, {name: read_metrics(out / name) for name in configs}, out)
     return results

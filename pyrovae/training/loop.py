@@ -4,8 +4,10 @@ The ELBO runs as a ``torch.nn.Module`` (``distributed.ELBOLoss``, under
 ``DistributedDataParallel`` when torchrun started several processes). Pyro's validation checks
 the first batch (shapes, supports, reparameterization) and is then switched off for the hot
 loop; the data stays on the device and batches are index slices. A step with a non-finite loss
-or gradient is skipped on every rank together (``step_guard.StepGuard``); checkpoints are written at
-epoch ends by rank 0, and ``restore`` takes up the state one of them holds (``resume``).
+or gradient is skipped on every rank together (``step_guard.StepGuard``). After validation, each
+epoch steps the learning-rate schedule (``schedules``) and counts towards early stopping
+(``stopping``); checkpoints are written at epoch ends by rank 0, and ``restore`` takes up the
+state one of them holds (``resume``).
 """
 
 from __future__ import annotations

@@ -43,9 +43,9 @@ class EarlyStopping:
     def reason(self) -> str:
         """Why the run stopped, in words (for the metrics and the summary)."""
         return (
-            f"early stopping: the validation loss did not improve by more than"
-            f" {self.min_delta:g} for {self.bad_epochs} epochs (train.patience = {self.patience});"
-            f" best {self.best:.4f} at epoch {self.best_epoch}"
+            f"early stopping: the validation loss did not improve on {self.best:.4f} (epoch"
+            f" {self.best_epoch}) by more than {self.min_delta:g} for {self.bad_epochs} epochs"
+            f" (train.patience = {self.patience})"
         )
 
     def state_dict(self) -> dict[str, Any]:
