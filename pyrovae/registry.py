@@ -60,6 +60,7 @@ CONTEXT = frozenset(
         "guide",
         "model_config",
         "max_plate_nesting",
+        "num_classes",
         "optimizer",
         "train_epochs",
     }

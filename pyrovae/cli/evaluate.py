@@ -1,4 +1,5 @@
-"""``pyrovae evaluate``: the test ELBO, importance-sampled log-likelihood and active units."""
+"""``pyrovae evaluate``: the test ELBO, importance-sampled log-likelihood, active units, KL per
+latent dimension, the accuracy of a classifier q(y|x), and warnings (collapse, not converged)."""
 
 from __future__ import annotations
 

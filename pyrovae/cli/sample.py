@@ -1,4 +1,7 @@
-"""``pyrovae sample``: a grid of new samples from a trained run."""
+"""``pyrovae sample``: a grid of new samples from a trained run (of one class with ``--label``),
+and the run's pictures of labels and latent space, written into the run directory:
+``samples-by-class.png`` (a program that uses labels), ``latent.png`` (a dataset with labels),
+``manifold.png`` (a 2-D latent)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ from pyrovae.errors import PyrovaeError
 
 #: The most samples ``pyrovae sample`` draws into one picture.
 SAMPLE_LIMIT = 10_000
+#: The largest class index ``--label`` accepts on the command line (the run's own bound is
+#: checked once it is loaded).
+LABEL_LIMIT = 10**6
 #: What ``pyrovae sample --out`` may write (PIL picks the format from the extension).
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -35,8 +41,32 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", metavar="FILE", help="PNG or JPEG to write (RUN_DIR/samples-new.png)"
     )
+    parser.add_argument(
+        "--label",
+        type=bounded_int(0, LABEL_LIMIT),
+        metavar="CLASS",
+        help="samples of this class only (a program that uses labels: cvae, m2)",
+    )
+    parser.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: the run's)")
     parser.set_defaults(handler=command)
     return parser
+
+
+def check_label(program: object, label: int | None, run_dir: str) -> None:
+    """Refuse ``--label`` for a program without labels or a class it does not have."""
+    if label is None:
+        return
+    if not getattr(program, "uses_labels", False):
+        raise PyrovaeError(
+            f"--label: the program of run {run_dir!r} ({type(program).__name__}) does not use"
+            " labels; train a conditional one (model.program = 'cvae' or 'm2')"
+        )
+    classes = program.num_classes
+    if label >= classes:
+        raise PyrovaeError(
+            f"--label {label} is out of range: run {run_dir!r} has {classes} classes,"
+            f" 0 to {classes - 1}"
+        )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -50,7 +80,8 @@ def command(args: argparse.Namespace) -> int:
     if args.out is not None:  # checked before the run is loaded, "" included
         given = check_output_file(args.out, Path(), PICTURE_SUFFIXES, "--out")
     # The run directory exists from here on.
-    _, program, _ = load_run(args.run_dir, checkpoint=args.checkpoint)
+    config, program, payload = load_run(args.run_dir, checkpoint=args.checkpoint)
+    check_label(program, args.label, args.run_dir)
     default = Path(args.run_dir) / "samples-new.png"
     out = given or check_output_file(str(default), default, PICTURE_SUFFIXES, "--out")
     fallback = out.with_suffix(".pt")  # where samples that are not pictures go
@@ -61,12 +92,40 @@ def command(args: argparse.Namespace) -> int:
         )
     torch.manual_seed(args.seed)
     with own_param_store():
-        samples = sample(program, args.count)
-    try:
-        if not save_grid(samples, out):
-            torch.save(samples, fallback)
-            out = fallback
-    except OSError as error:
-        raise PyrovaeError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
-    print(f"wrote {args.count} samples to {out}")
+        samples = sample(program, args.count, args.label)
+        try:
+            if not save_grid(samples, out):
+                torch.save(samples, fallback)
+                out = fallback
+            pictures = run_pictures(program, config, payload, args)
+        except OSError as error:
+            raise PyrovaeError(f"cannot write {error.filename!r}: {error.strerror}") from None
+    of = "" if args.label is None else f" of class {args.label}"
+    print(f"wrote {args.count} samples{of} to {out}")
+    if pictures:
+        print(f"and {', '.join(p.name for p in pictures)} in {args.run_dir}")
     return 0
+
+
+def run_pictures(program, config, payload: dict, args: argparse.Namespace) -> list[Path]:
+    """The run directory's pictures of labels and latent space (the test split is loaded for
+    ``latent.png`` when the dataset has labels); the paths written."""
+    from dataclasses import replace
+
+    import torch
+
+    from pyrovae.components.datasets import load_splits
+    from pyrovae.runs.directory import check_data_shape
+    from pyrovae.runs.latent_pictures import save_latent_pictures
+    from pyrovae.runs.pictures import save_class_rows
+
+    directory = Path(args.run_dir)
+    written = []
+    if getattr(program, "uses_labels", False):
+        save_class_rows(program, directory / "samples-by-class.png")
+        written.append(directory / "samples-by-class.png")
+    data = config.data if args.data_dir is None else replace(config.data, root=args.data_dir)
+    splits = load_splits(data, torch.device("cpu"))
+    check_data_shape(splits.test, payload, directory)
+    labels = getattr(splits, "test_labels", None)
+    return written + save_latent_pictures(program, directory, splits.test, labels)

@@ -109,4 +109,6 @@ def command(args: argparse.Namespace) -> int:
         f"trained {run.config.name}: valid_loss {last['valid_loss']:.3f} nats after"
         f" {last['epoch']} epochs{note}{stopped}; results in {run.directory}"
     )
+    for warning in run.warnings:
+        print(f"warning: {warning}")
     return 0

@@ -7,4 +7,4 @@ from pyrovae.components.guides import flows, gaussian  # noqa: F401
 from pyrovae.components.networks import conv, mlp  # noqa: F401
 from pyrovae.components.priors import flow, vamp  # noqa: F401
 from pyrovae.components.priors import gaussian as gaussian_priors  # noqa: F401
-from pyrovae.components.programs import two_layer, vae  # noqa: F401
+from pyrovae.components.programs import cvae, m2, two_layer, vae  # noqa: F401

@@ -11,6 +11,15 @@ sites):
 - ``guide(x)`` samples every latent site of the model inside the same data plate.
 - ``x_shape`` is the shape of one datapoint; ``max_plate_nesting`` the number of plates.
 
+A program that uses labels (``uses_labels = True``, with ``num_classes``) takes them as a
+LongTensor ``y`` of class indices: ``model(x=None, y=None, batch_size=None)`` and
+``guide(x, y=None)``; ``model(None, y=y)`` generates one datapoint per label and
+``model(None, batch_size=n)`` draws the labels from p(y). A program with a classifier has
+``classify(x) -> logits``; a program with a continuous latent has ``latent_mean(x, y=None)``.
+A guide that marks a discrete site ``infer={"enumerate": "parallel"}`` (``enumerates = True``)
+has it summed out exactly by ``TraceEnum_ELBO`` (the ``enum`` estimator), the validation loss
+and the importance-sampled log-likelihood.
+
 Both programs are ``pyro_method``\\ s, so under Pyro's default settings every parameter they
 use is a ``pyro.param`` site and a plain ``pyro.infer.SVI`` loop trains them. Each program
 instance gets a name of its own (``vae_3``, ...), the prefix of its parameters' names in Pyro's
@@ -64,6 +73,10 @@ class Program(PyroModule):
     #: Whether KL(q || p) may be computed per latent site in closed form (``meanfield``): true
     #: only when the model's latent sites do not depend on each other.
     analytic_kl: bool = False
+    #: Whether ``model`` and ``guide`` take labels ``y`` (class indices, ``num_classes`` of them).
+    uses_labels: bool = False
+    #: Whether the guide marks discrete sites for parallel enumeration (summed out exactly).
+    enumerates: bool = False
 
     def __init__(self, x_shape: tuple[int, ...]) -> None:
         super().__init__(name=f"{type(self).__name__.lower()}_{next(_instances)}")

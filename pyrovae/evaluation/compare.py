@@ -38,6 +38,7 @@ from pyrovae.config import Config, read_toml
 from pyrovae.errors import ConfigError
 from pyrovae.evaluation.evaluate import Evaluation, evaluate
 from pyrovae.inference.marginal_likelihood import DEFAULT_CHUNK_SIZE
+from pyrovae.runs.diagnostics import COLLAPSE, NOT_CONVERGED, warning_kinds
 from pyrovae.runs.directory import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -57,7 +58,11 @@ __all__ = [
 ]
 
 EVALUATION_FILE = "evaluation.json"
+#: The warnings column's word for each kind of warning (``runs.diagnostics``).
+WARNING_CELLS = {COLLAPSE: "collapsed", NOT_CONVERGED: "not converged"}
 #: What ``compare`` writes into its output folder besides the variants' run directories.
+#: Paired intervals in ``results.png``: this many paired standard errors (95%) either side.
+PAIRED_Z = 1.96
 RESULT_FILES = frozenset({"results.md", "results.csv", "learning_curves.png", "results.png"})
 
 
@@ -72,12 +77,17 @@ class Result:
     evaluation: Evaluation
 
     def row(self) -> dict[str, Any]:
+        """The CSV row: ``kl_per_dim`` joined by spaces, ``warnings`` by semicolons."""
+        numbers = self.evaluation.to_dict()
+        kl = numbers.pop("kl_per_dim")
+        numbers["kl_per_dim"] = "" if kl is None else " ".join(f"{v:.6g}" for v in kl)
+        numbers["warnings"] = "; ".join(numbers.pop("warnings"))
         return {
             "variant": self.variant,
             "estimator": self.estimator,
             "epochs": self.epochs,
             "seconds_per_epoch": self.seconds_per_epoch,
-            **self.evaluation.to_dict(),
+            **numbers,
         }
 
 
@@ -138,7 +148,14 @@ def compare(
             raise ConfigError(f"variant {name!r}: {error}") from None
     reuse = _claim(out, configs, overwrite)  # every refusal before anything is written
     results = []
-    settings = {"particles": particles, "limit": limit, "seed": 0, "checkpoint": "best"}
+    # "diagnostics": evaluations cached before the accuracy and warnings are made again
+    settings = {
+        "particles": particles,
+        "limit": limit,
+        "seed": 0,
+        "checkpoint": "best",
+        "diagnostics": 1,
+    }
     for name, config in configs.items():
         directory = out / name
         if reuse[name]:
@@ -174,8 +191,9 @@ def compare(
 
 def paired_difference(result: Result, baseline: Result) -> tuple[float, float]:
     """-log p(x) of ``result`` minus that of ``baseline`` on the same test datapoints: the mean
-    of the per-datapoint differences and its standard error (much smaller than either
-    number's own, since the datapoints' difficulty cancels)."""
+    of the per-datapoint differences d_i and its paired standard error std(d) / sqrt(n) (much
+    smaller than either number's own, since the datapoints' difficulty cancels); NaN unless
+    both were evaluated on the same (at least 2) datapoints."""
     ours = torch.tensor(result.evaluation.log_likelihoods, dtype=torch.float64)
     theirs = torch.tensor(baseline.evaluation.log_likelihoods, dtype=torch.float64)
     if ours.shape != theirs.shape or len(ours) < 2:
@@ -200,19 +218,26 @@ def write_tables(results: list[Result], out: Path) -> None:
 def markdown_table(results: list[Result]) -> str:
     """The comparison as a Markdown table: -ELBO and -log p(x) per test datapoint, in nats."""
     first = results[0].evaluation
-    lines = [
+    classified = any(r.evaluation.accuracy is not None for r in results)
+    header = (
         f"| variant | estimator | epochs | test -ELBO | test -log p(x), K={first.particles}"
-        f" | vs {results[0].variant} | KL | active units | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+        f" | vs {results[0].variant} | KL | active units | s/epoch |"
+        + (" accuracy |" if classified else "")
+        + " warnings |"
+    )
+    lines = [header, "|---" * header.count(" |") + "|"]
     for r in results:
         e = r.evaluation
         difference, stderr = paired_difference(r, results[0])
         paired = "-" if r is results[0] else f"{difference:+.2f} ± {stderr:.2f}"
+        accuracy = "-" if e.accuracy is None else f"{e.accuracy:.4f}"
+        warnings = ", ".join(WARNING_CELLS.get(k, k) for k in warning_kinds(e.warnings))
         lines.append(
             f"| {r.variant} | `{r.estimator}` | {r.epochs} | {-e.elbo:.2f}"
             f" | {-e.log_likelihood:.2f} ± {e.log_likelihood_stderr:.2f} | {paired}"
             f" | {e.kl:.2f} | {e.active_units}/{e.latent_dim} | {r.seconds_per_epoch:.1f} |"
+            + (f" {accuracy} |" if classified else "")
+            + f" {warnings or '-'} |"
         )
     lines.append("")
     lines.append(
@@ -220,13 +245,18 @@ def markdown_table(results: list[Result]) -> str:
         " better; ± is the standard error over datapoints. `vs "
         f"{results[0].variant}`: the difference in -log p(x) on the same datapoints, with"
         " its paired standard error. KL at beta = 1, analytic where registered."
+        + (" accuracy: test accuracy of the classifier q(y|x)." if classified else "")
+        + " warnings: posterior collapse (`collapsed`), validation loss still falling"
+        " (`not converged`); see `pyrovae evaluate`."
     )
     return "\n".join(lines)
 
 
 def save_plots(results: list[Result], metrics: Mapping[str, list[dict]], out: Path) -> None:
     """``learning_curves.png`` (validation and training loss per epoch, all variants) and
-    ``results.png`` (test -ELBO and -log p(x) as bars)."""
+    ``results.png``: test -ELBO and -log p(x) as bars, and beside them each variant's paired
+    difference in -log p(x) from the first with its 95% interval (1.96 paired standard
+    errors)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,21 +278,37 @@ def save_plots(results: list[Result], metrics: Mapping[str, list[dict]], out: Pa
     fig.savefig(out / "learning_curves.png", dpi=100)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(results)), 4))
-    positions = range(len(results))
+    fig, (ax, paired) = plt.subplots(
+        1, 2, figsize=(max(9, 2.4 * len(results)), 4), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    positions = list(range(len(results)))
+    names = [r.variant for r in results]
     width = 0.4
     elbo = [-r.evaluation.elbo for r in results]
     nll = [-r.evaluation.log_likelihood for r in results]
-    errors = [r.evaluation.log_likelihood_stderr for r in results]
     ax.bar([p - width / 2 for p in positions], elbo, width, label="-ELBO")
     k = results[0].evaluation.particles
-    ax.bar([p + width / 2 for p in positions], nll, width, yerr=errors, label=f"-log p(x), K={k}")
-    ax.set_xticks(list(positions), [r.variant for r in results], rotation=20)
+    ax.bar([p + width / 2 for p in positions], nll, width, label=f"-log p(x), K={k}")
+    ax.set_xticks(positions, names, rotation=20)
     low = min(nll + elbo)
     ax.set_ylim(low - 0.1 * (max(elbo) - low + 1), max(elbo) + 0.05 * (max(elbo) - low + 1))
     ax.set_ylabel("nats per test datapoint (lower is better)")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
+
+    differences = [paired_difference(r, results[0]) for r in results]
+    paired.errorbar(
+        positions,
+        [d for d, _ in differences],
+        yerr=[PAIRED_Z * se for _, se in differences],  # the first's is 0
+        fmt="o",
+        capsize=4,
+    )
+    paired.axhline(0.0, color="grey", linewidth=1)
+    paired.set_xticks(positions, names, rotation=20)
+    paired.set_ylabel(f"-log p(x) minus {results[0].variant}'s (nats)")
+    paired.set_title("paired difference, 95% interval")
+    paired.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(out / "results.png", dpi=100)
     plt.close(fig)

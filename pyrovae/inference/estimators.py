@@ -24,7 +24,14 @@ from typing import Any, NamedTuple
 
 import torch
 from pyro import poutine
-from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import (
+    ELBO,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+)
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
 from pyro.poutine.util import prune_subsample_sites
@@ -48,6 +55,8 @@ __all__ = [
     "STLELBO",
     "trace",
     "meanfield",
+    "tracegraph",
+    "enum",
     "iwae",
     "renyi",
     "stl",
@@ -249,6 +258,13 @@ def tracegraph(particles: int = 1, max_plate_nesting: int = 1) -> ELBO:
     """``TraceGraph_ELBO``: score-function gradients with Rao-Blackwellization, for programs
     with latent sites that cannot be reparameterized (discrete latents)."""
     return TraceGraph_ELBO(**_particles_kwargs(particles, max_plate_nesting))
+
+
+@register("estimator", "enum")
+def enum(particles: int = 1, max_plate_nesting: int = 1) -> ELBO:
+    """``TraceEnum_ELBO``: the discrete sites a guide marks ``infer={"enumerate": "parallel"}``
+    (M2's label) are summed out exactly, in parallel; every other site as in ``trace``."""
+    return TraceEnum_ELBO(**_particles_kwargs(particles, max_plate_nesting))
 
 
 @register("estimator", "iwae")

@@ -27,6 +27,7 @@ __all__ = [
     "sample_sites",
     "log_weights",
     "particle_traces",
+    "enumerated_sites",
     "path_derivative_trace",
     "aliased",
     "check_reparameterized",
@@ -42,6 +43,15 @@ def sample_sites(trace: Trace, observed: bool | None = None) -> list[dict]:
         site
         for site in trace.nodes.values()
         if site["type"] == "sample" and (observed is None or site["is_observed"] == observed)
+    ]
+
+
+def enumerated_sites(guide_trace: Trace) -> list[dict]:
+    """The guide's latent sites that took all their values in parallel (``poutine.enum``)."""
+    return [
+        site
+        for site in sample_sites(guide_trace, observed=False)
+        if site["infer"].get("_enumerate_dim") is not None
     ]
 
 
@@ -66,9 +76,12 @@ def particle_traces(
     **kwargs,
 ) -> tuple[Trace, Trace]:
     """The guide's trace and the model's replayed against it, with ``particles`` draws of every
-    latent site vectorized in a plate left of the model's own plates."""
+    latent site vectorized in a plate left of the model's own plates. A site the guide marks
+    ``infer={"enumerate": "parallel"}`` takes all its values at once, in a dimension left of the
+    particles (``enumerated_sites``)."""
     plate = pyro.plate(PARTICLES_PLATE, particles, dim=-(max_plate_nesting + 1))
-    guide_trace = poutine.trace(plate(guide)).get_trace(*args, **kwargs)
+    enumerated = poutine.enum(plate(guide), first_available_dim=-(max_plate_nesting + 2))
+    guide_trace = poutine.trace(enumerated).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
         *args, **kwargs
     )  # subsample sites (the plates' own) are pruned, as in Pyro's ELBOs

@@ -4,8 +4,11 @@ log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x), with the guide as
 (Burda et al. 2015, section 5). The same pass gives the ELBO's two terms per datapoint: the
 reconstruction E_q[log p(x|z)] averaged over the K draws, and KL(q || p), analytic where
 ``kl_divergence`` is registered for the guide's and the model's distributions, else averaged
-over the draws. Memory is bounded by ``chunk_size`` particle-datapoint pairs per pass, whatever
-K and the number of datapoints.
+over the draws. A discrete site the guide marks for enumeration (M2's label y) is summed out
+exactly inside each weight: w_k = sum_y p(x, y, z_ky) / q(z_ky | x, y), z_ky ~ q(z|x,y), and the
+ELBO's terms are their expectations under q(y|x), summed over y. Memory is bounded by
+``chunk_size`` particle-datapoint pairs per pass (times the enumerated values), whatever K and
+the number of datapoints.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from tqdm.auto import tqdm
 
 from pyrovae.errors import ConfigError, PyrovaeError
-from pyrovae.inference.log_weights import log_weights, particle_traces, sample_sites
+from pyrovae.inference.log_weights import (
+    enumerated_sites,
+    log_weights,
+    particle_traces,
+    sample_sites,
+)
 
 __all__ = ["ImportanceEstimate", "importance_estimate", "DEFAULT_CHUNK_SIZE"]
 
@@ -56,6 +64,7 @@ def importance_estimate(
     max_plate_nesting: int = 1,
     progress: bool = False,
     analytic_kl: bool = True,
+    y: torch.Tensor | None = None,
 ) -> ImportanceEstimate:
     """Estimate log p(x) for each datapoint of ``x`` with ``particles`` draws from ``guide``.
 
@@ -63,6 +72,8 @@ def importance_estimate(
     dimension of ``x`` (checked), and use at most ``max_plate_nesting`` plates. The KL term is
     analytic where ``analytic_kl`` allows it (the model's latent sites independent of each
     other, as in a one-site VAE) and ``kl_divergence`` is registered, else a Monte Carlo mean.
+    With labels ``y`` (a program that scores x given them, as the conditional VAE) it is log
+    p(x|y), ``model(x, y)`` and ``guide(x, y)``.
     """
     if particles < 1:
         raise ConfigError(f"particles must be >= 1, got {particles}")
@@ -76,10 +87,11 @@ def importance_estimate(
         tqdm(total=n, disable=not progress, unit="datapoint", dynamic_ncols=True) as bar,
         pyro.validation_enabled(False),
     ):
-        for block in x.split(per_block):
+        labels = [None] * math.ceil(n / per_block) if y is None else y.split(per_block)
+        for block, known in zip(x.split(per_block), labels, strict=True):
             draws = max(1, min(particles, chunk_size // len(block)))
             *result, block_analytic = _block(
-                model, guide, block, particles, draws, max_plate_nesting, analytic_kl
+                model, guide, block, particles, draws, max_plate_nesting, analytic_kl, known
             )
             analytic = analytic and block_analytic
             outputs.append(tuple(result))
@@ -97,6 +109,7 @@ def _block(
     draws: int,
     max_plate_nesting: int,
     analytic_kl: bool,
+    y: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """All ``particles`` for one block of datapoints, ``draws`` particles per pass."""
     batch = (len(x),)
@@ -107,9 +120,19 @@ def _block(
     mean = None
     for start in range(0, particles, draws):
         count = min(draws, particles - start)
+        labels = () if y is None else (y,)  # a program that scores x given its labels
         model_trace, guide_trace = particle_traces(
-            model, guide, x, particles=count, max_plate_nesting=max_plate_nesting
+            model, guide, x, *labels, particles=count, max_plate_nesting=max_plate_nesting
         )
+        if enumerated_sites(guide_trace):
+            log_w, parts = _summed_out(model_trace, guide_trace, count, len(x))
+            log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, dim=0))
+            reconstruction += parts[0].sum(0)
+            kl_sum += parts[1].sum(0)
+            mean = parts[2] if mean is None else mean
+            analytic_kl = False
+            del model_trace, guide_trace, log_w, parts
+            continue
         log_w = log_weights(model_trace, guide_trace)
         if log_w.shape != (count, *batch):
             raise PyrovaeError(
@@ -176,3 +199,47 @@ def _posterior_mean(guide_trace, count: int) -> torch.Tensor:
             mean = site["value"].mean(0)
         means.append(mean.reshape(mean.shape[0], -1))
     return torch.cat(means, dim=1)
+
+
+def _summed_out(
+    model_trace, guide_trace, count: int, n: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """With the guide's enumerated sites E (in dimensions left of the particles): the log
+    weights logsumexp_E [log p(x, E, z) - log q(z | x, E)], and the ELBO's reconstruction and
+    KL as expectations under q(E|x) summed over E, each ``(count, n)``; the latent mean
+    sum_E q(E|x) E_q[z|x,E], ``(n, latent numel)``."""
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    dims = get_dependent_plate_dims(sample_sites(model_trace))
+    enumerated = {site["name"] for site in enumerated_sites(guide_trace)}
+
+    def total(sites, key="log_prob"):
+        return sum((torch_sum(site[key].double(), dims) for site in sites), torch.zeros(()))
+
+    continuous = [
+        s for s in sample_sites(guide_trace, observed=False) if s["name"] not in enumerated
+    ]
+    log_p = total(sample_sites(model_trace))
+    log_q = total(continuous)
+    log_q_enum = total(s for s in sample_sites(guide_trace) if s["name"] in enumerated)
+    shape = torch.broadcast_shapes(log_p.shape, log_q.shape, log_q_enum.shape, (count, n))
+    lead = tuple(range(len(shape) - 2))  # the enumeration dimensions
+    log_w = (log_p - log_q).expand(shape).logsumexp(lead)
+    weight = log_q_enum.exp().expand(shape)  # q(E|x), normalized over the enumerated values
+    observed = total(sample_sites(model_trace, observed=True), "unscaled_log_prob")
+    prior = total(sample_sites(model_trace, observed=False))
+    reconstruction = (weight * observed).sum(lead)
+    kl = (weight * (log_q + log_q_enum - prior)).sum(lead)
+    means = []
+    for site in continuous:
+        value = site["value"]
+        try:
+            point = site["fn"].mean.expand_as(value)
+        except NotImplementedError:
+            point = value
+        event = value.shape[len(shape) :]
+        weighted = weight.reshape(*shape, *(1,) * len(event)).to(point) * point.expand(
+            *shape, *event
+        )
+        means.append(weighted.sum(lead).mean(0).reshape(n, -1))
+    return log_w, (reconstruction, kl, torch.cat(means, dim=1))

@@ -180,6 +180,3 @@ def _load_verified_archive(path: Path, map_location: Any) -> dict[str, Any]:
             f"checkpoint {str(path)!r} is not a pyrovae checkpoint of format {FORMAT_VERSION}"
         )
     return payload
-
-
-

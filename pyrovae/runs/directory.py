@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import torch
 
-from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint
+from pyrovae.components.programs import build_program
 from pyrovae.config import Config
 from pyrovae.errors import CheckpointError, ConfigError
-from pyrovae.components.programs import build_program
+from pyrovae.runs.checkpoint import atomic_write_bytes, load_checkpoint
 
 __all__ = [
     "CONFIG_FILE",
@@ -61,6 +61,9 @@ RUN_FILES = frozenset(
         "reconstructions.png",
         "learning_curves.png",
         "samples-new.png",
+        "samples-by-class.png",
+        "latent.png",
+        "manifold.png",
         "samples-new.pt",
         "gradient_snr.png",
         "evaluation.json",
@@ -70,12 +73,14 @@ RUN_FILES = frozenset(
 
 @dataclass
 class Run:
-    """What ``train`` returns: the run directory, its config, the trained program and metrics."""
+    """What ``train`` returns: the run directory, its config, the trained program, metrics and
+    warnings (``runs.diagnostics.run_warnings``: posterior collapse, not converged)."""
 
     directory: Path
     config: Config
     model: torch.nn.Module
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def default_run_dir(name: str) -> Path:
@@ -300,7 +305,10 @@ def load_run(
     except ConfigError as error:
         raise CheckpointError(f"checkpoint config is invalid: {error}") from None
     x_shape = check_x_shape(payload["x_shape"], f"checkpoint {str(directory / checkpoint)!r}")
-    program = build_program(config.model, x_shape).to(device)
+    classes = payload.get("num_classes")
+    if classes is not None and (not isinstance(classes, int) or not 1 <= classes <= 10**6):
+        raise CheckpointError(f"checkpoint {str(directory / checkpoint)!r}: bad num_classes")
+    program = build_program(config.model, x_shape, classes).to(device)
     load_weights(program, payload["model"])
     return config, program, payload
 

@@ -135,12 +135,31 @@ class ELBOLoss(nn.Module):
         self.program = program
         self.elbo = elbo
 
-    def forward(self, x: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kl_weight: float = 1.0, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Minus the bound summed over ``x``. With labels ``y`` (a program that uses labels;
+        -1 marks a hidden label) the labelled rows are scored with y observed, the others with
+        y unobserved, plus the program's ``auxiliary_loss`` on the labelled rows scaled by
+        ``len(x) / labelled``: alpha times the labelled rows' mean -log q(y|x) per datapoint."""
         if len(x) == 0:
             return sum(p.sum() for p in self.program.parameters()) * 0.0
         model = weight_latents(self.program.model, kl_weight)
         guide = weight_latents(self.program.guide, kl_weight)
-        return differentiable_loss(self.elbo, model, guide, x)
+        if y is None:
+            return differentiable_loss(self.elbo, model, guide, x)
+        known = y >= 0
+        labelled = int(known.sum())
+        loss = x.new_zeros(())
+        if labelled < len(x):
+            loss = loss + differentiable_loss(self.elbo, model, guide, x[~known])
+        if labelled:
+            x_known, y_known = x[known], y[known]
+            loss = loss + differentiable_loss(self.elbo, model, guide, x_known, y_known)
+            auxiliary = getattr(self.program, "auxiliary_loss", None)
+            if auxiliary is not None:
+                loss = loss + auxiliary(x_known, y_known) * (len(x) / labelled)
+        return loss
 
 
 @dataclass(frozen=True)

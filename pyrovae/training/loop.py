@@ -15,17 +15,19 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
 from pyrovae.components.datasets import Splits, batch_slices
+from pyrovae.components.labelled_batches import labelled_batches, labelled_steps
 from pyrovae.config import Config
 from pyrovae.errors import CheckpointError, ConfigError, PyrovaeError, TrainingError
 from pyrovae.inference.elbo import negative_elbo
@@ -41,6 +43,10 @@ from pyrovae.training.step_guard import StepGuard
 from pyrovae.training.stopping import EarlyStopping
 
 __all__ = ["TrainingLoop", "kl_weight"]
+
+#: Pyro's notes, on the first step, that a guide's enumerated site is sampled (``trace``) or
+#: that a labelled batch has nothing to enumerate (``enum``): both as intended.
+_ENUMERATION_NOTES = ("(?s).*you need to use TraceEnum_ELBO instead", "TraceEnum_ELBO found no")
 
 
 def kl_weight(step: int, beta: float, warmup_steps: int) -> float:
@@ -83,25 +89,72 @@ class TrainingLoop:
             max_plate_nesting=getattr(program, "max_plate_nesting", 1),
         )
         check_estimator(estimator)
-        if isinstance(estimator, TraceMeanField_ELBO) and not getattr(
-            program, "analytic_kl", False
-        ):
-            raise ConfigError(
-                "train.estimator: meanfield takes the KL per latent site in closed form, which is"
-                " biased for this program (its latent sites depend on each other); choose trace"
-            )
+        self._check_estimator(estimator)
+        # Labels of a program that uses them (-1: hidden), else None: the hot loop is unchanged.
+        self.labels = self._training_labels(program, splits)
         # forward(x, kl_weight) -> -ELBO summed over x; under DistributedDataParallel in torchrun
         self.loss_fn = group.loss_module(estimator, program)
         self.kl_weight = kl_weight(0, cfg.beta, 0)
         # The batch order and binarization: seeded alike on every rank, so all draw the same.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+        self.steps_per_epoch = (
+            math.ceil(len(splits.train) / cfg.batch_size)
+            if self.labels is None
+            else labelled_steps(splits, cfg.batch_size)
+        )
         self.warmup_steps = cfg.warmup_epochs * self.steps_per_epoch
         self.step = 0
         self.epoch = 0  # the last epoch done
         self.metrics: list[dict[str, Any]] = []
         self.best_valid_loss = math.inf  # the lowest of the checkpointed epochs
         self.guard = StepGuard(cfg.max_bad_steps, group.all_finite)
+
+    def _check_estimator(self, estimator: Any) -> None:
+        """Refuse an estimator that is wrong for the program, naming the right one."""
+        program = self.program
+        enumerates = getattr(program, "enumerates", False)
+        if isinstance(estimator, TraceMeanField_ELBO) and not getattr(
+            program, "analytic_kl", False
+        ):
+            right = "enum (or trace: the label sampled)" if enumerates else "trace"
+            raise ConfigError(
+                "train.estimator: meanfield takes the KL per latent site in closed form, which is"
+                f" biased for this program (its latent sites depend on each other); choose {right}"
+            )
+        if enumerates and not isinstance(estimator, (TraceEnum_ELBO, Trace_ELBO, TraceGraph_ELBO)):
+            raise ConfigError(
+                f"train.estimator: {self.config.train.estimator.name!r} cannot train a program"
+                " with a discrete latent; choose enum (summed out), trace or tracegraph (sampled)"
+            )
+
+    @staticmethod
+    def _training_labels(program: nn.Module, splits: Splits) -> torch.Tensor | None:
+        if not getattr(program, "uses_labels", False):
+            return None
+        labels = splits.train_labels
+        if labels is None:
+            raise ConfigError(
+                "model.program: the program uses labels and the training data has none; choose"
+                " a dataset with labels (digits, mnist, ...)"
+            )
+        if getattr(program, "labels_required", False) and bool((labels < 0).any()):
+            raise ConfigError(
+                "model.program: the program needs every training label, and data.labelled hides"
+                " some; set data.labelled = 'all' or choose model.program = 'm2'"
+            )
+        return labels
+
+    def _validation_loss(self) -> float:
+        """The negative ELBO per validation datapoint: M2's with the label summed out, the
+        CVAE's given the validation labels."""
+        if not getattr(self.program, "labels_required", False):
+            return self.group.mean(partial(negative_elbo, self.program), self.splits.valid)
+        valid, labels = self.splits.valid, self.splits.valid_labels
+
+        def score(indices: torch.Tensor) -> float:
+            return negative_elbo(self.program, valid[indices], y=labels[indices])
+
+        return self.group.mean(score, torch.arange(len(valid), device=valid.device))
 
     def run(self, directory: Path) -> list[dict[str, Any]]:
         cfg = self.config.train
@@ -116,9 +169,7 @@ class TrainingLoop:
                 seconds = time.perf_counter() - started
                 skipped = self.guard.end_epoch(epoch)  # equal on every rank: verdicts agree
                 self.program.eval()
-                valid_loss = self.group.mean(
-                    partial(negative_elbo, self.program), self.splits.valid
-                )
+                valid_loss = self._validation_loss()
                 self.program.train()
                 if not math.isfinite(valid_loss):  # reduced over ranks: all stop together
                     raise TrainingError(
@@ -179,11 +230,13 @@ class TrainingLoop:
         total = torch.zeros((), device=self.device)
         n = len(x_train)
         counted = 0  # datapoints of the steps that were not skipped (over all ranks)
-        for indices in batch_slices(n, cfg.batch_size, self.generator, self.device):
-            batch = x_train[self.group.shard(indices)]  # this rank's share of the global batch
+        for indices in self._batches(n):
+            share = self.group.shard(indices)  # this rank's share of the global batch
+            batch = x_train[share]
+            labels = None if self.labels is None else self.labels[share]
             self.kl_weight = kl_weight(self.step, cfg.beta, self.warmup_steps)
             with pyro.validation_enabled(self.step == 0):
-                loss_sum = self._loss(batch, self.kl_weight)
+                loss_sum = self._loss(batch, self.kl_weight, labels)
             loss = loss_sum * self.group.loss_scale(len(indices))  # mean over the global batch
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # every rank, every step: DDP averages the gradients here
@@ -197,14 +250,30 @@ class TrainingLoop:
             bar.update(1)
         return float(self.group.sum(total)) / counted if counted else math.nan
 
-    def _loss(self, batch: torch.Tensor, weight: float) -> torch.Tensor:
-        """The negative ELBO summed over ``batch``; Pyro's checks of the first step become
-        one-line errors."""
+    def _batches(self, n: int) -> Iterator[torch.Tensor]:
+        """One epoch's index batches: slices of a permutation of the ``n`` training points, or
+        for a program that uses labels each step's unlabelled and labelled batches together
+        (``labelled_batches``: an epoch is one pass over the unlabelled points)."""
+        cfg = self.config.train
+        if self.labels is None:
+            return batch_slices(n, cfg.batch_size, self.generator, self.device)
+        batches = labelled_batches(self.splits, cfg.batch_size, self.generator, self.device)
+        return (torch.cat(pair) for pair in batches)
+
+    def _loss(
+        self, batch: torch.Tensor, weight: float, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The negative ELBO summed over ``batch`` (with its ``labels``, -1 where hidden, for a
+        program that uses them); Pyro's checks of the first step become one-line errors."""
         try:
             with warnings.catch_warnings():
                 # Pyro warns of every NaN loss; the guard counts them into the metrics instead.
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
-                return self.loss_fn(batch, kl_weight=weight)
+                if labels is None:
+                    return self.loss_fn(batch, kl_weight=weight)
+                for message in _ENUMERATION_NOTES:  # the estimator chose: sample or sum out
+                    warnings.filterwarnings("ignore", message=message, category=UserWarning)
+                return self.loss_fn(batch, kl_weight=weight, y=labels)
         except PyrovaeError:
             raise
         except (ValueError, RuntimeError) as error:
@@ -220,6 +289,7 @@ class TrainingLoop:
         return {
             "config": self.config.to_dict(),
             "x_shape": list(self.splits.x_shape),
+            "num_classes": self.splits.num_classes,
             "model": self.program.state_dict(),  # the plain program's: no DDP "module." prefix
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,

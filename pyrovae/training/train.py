@@ -21,8 +21,15 @@ from pyrovae.components.programs import build_program
 from pyrovae.config import Config
 from pyrovae.errors import ConfigError
 from pyrovae.param_store import own_param_store
+from pyrovae.runs.diagnostics import run_warnings
 from pyrovae.runs.directory import Run, check_output_location, default_run_dir, prepare_run_dir
-from pyrovae.runs.pictures import save_learning_curves, save_reconstructions, save_samples
+from pyrovae.runs.latent_pictures import save_latent_pictures
+from pyrovae.runs.pictures import (
+    save_class_rows,
+    save_learning_curves,
+    save_reconstructions,
+    save_samples,
+)
 from pyrovae.training.distributed import Group, session
 from pyrovae.training.loop import TrainingLoop, kl_weight
 from pyrovae.training.resume import ResumePoint, open_resume, resume_config
@@ -70,7 +77,8 @@ def _train(
     directory = group.on_main(lambda: _locate(out, config.name, overwrite, point is not None))
 
     splits = load_splits(config.data, device)
-    program = build_program(config.model, splits.x_shape).to(device)
+    classes = splits.num_classes
+    program = build_program(config.model, splits.x_shape, classes).to(device)
     likelihood = getattr(program, "likelihood", None)
     if isinstance(likelihood, Likelihood):
         check_likelihood(splits, likelihood)
@@ -87,7 +95,9 @@ def _train(
     metrics = loop.run(directory)
     program.eval()
     group.on_main(lambda: _save_pictures(program, splits, metrics, directory))
-    return Run(directory=directory, config=config, model=program, metrics=metrics)
+    valid_labels = getattr(splits, "valid_labels", None)
+    warnings = group.on_main(lambda: run_warnings(program, splits.valid, metrics, valid_labels))
+    return Run(directory, config, program, metrics, warnings)
 
 
 def _locate(out: str | Path | None, name: str, overwrite: bool, resuming: bool) -> Path:
@@ -102,8 +112,13 @@ def _save_pictures(
     program: torch.nn.Module, splits: Splits, metrics: list[dict], directory: Path
 ) -> None:
     save_samples(program, directory / "samples.png")
-    save_reconstructions(program, splits.valid, directory / "reconstructions.png")
+    labels = splits.valid_labels
+    labels = labels if getattr(program, "labels_required", False) else None
+    save_reconstructions(program, splits.valid, directory / "reconstructions.png", labels)
     save_learning_curves(metrics, directory / "learning_curves.png")
+    if getattr(program, "uses_labels", False):
+        save_class_rows(program, directory / "samples-by-class.png")
+    save_latent_pictures(program, directory, splits.test, getattr(splits, "test_labels", None))
 
 
 def resume(run_dir: str | Path, overrides: Iterable[str] = (), quiet: bool = False) -> Run:

@@ -25,8 +25,11 @@ def check_program(program: Any, what: str = "model") -> None:
         )
 
 
-def build_program(config: ModelConfig, x_shape: tuple[int, ...]) -> torch.nn.Module:
-    """Build the program named by ``config.program`` for data of shape ``x_shape``.
+def build_program(
+    config: ModelConfig, x_shape: tuple[int, ...], num_classes: int | None = None
+) -> torch.nn.Module:
+    """Build the program named by ``config.program`` for data of shape ``x_shape`` (with
+    ``num_classes`` classes of labels, None if the data has none).
 
     A program reads the other ``model`` keys it lists in ``config_sections`` (the ``vae``
     program reads them all); a config that sets a key its program does not read is refused
@@ -41,6 +44,7 @@ def build_program(config: ModelConfig, x_shape: tuple[int, ...]) -> torch.nn.Mod
         model_config=config,
         x_shape=tuple(x_shape),
         latent_dim=config.latent_dim,
+        num_classes=num_classes,
     )
     check_program(program, "model.program")
     return program

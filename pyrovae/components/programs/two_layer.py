@@ -67,6 +67,11 @@ class TwoLayerVAE(Program):
             params = self.decoder1(z1)
             return pyro.sample(OBSERVED, self.likelihood(params), obs=observation(x))
 
+    @torch.no_grad()
+    def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean of q(z1|x), the layer next to the data: ``(batch, latent1)``."""
+        return self.q_z1(self.encoder1(x)).mean
+
     @pyro_method
     def guide(self, x: torch.Tensor, batch_size: int | None = None) -> None:
         """q(z1|x) q(z2|z1)."""

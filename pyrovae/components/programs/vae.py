@@ -74,6 +74,12 @@ class VAE(Program):
         return self.likelihood(self.decoder(z))
 
     @torch.no_grad()
+    def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The guide's point for z (its mean, or for a flow the base mean pushed through the
+        flow): ``(batch, latent_dim)``; ``y`` is ignored (the VAE does not use labels)."""
+        return self.posterior.point(self.encoder(x))
+
+    @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """The likelihood's mean for ``n`` draws of z from the prior: ``(n, *x_shape)``."""
         return self.decode(self.prior().sample((n,))).mean
