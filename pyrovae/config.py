@@ -155,6 +155,9 @@ class TrainConfig:
     )
     beta: float = _option(1.0, "weight of the KL (latent) terms", 0.0)
     warmup_epochs: int = _option(0, "epochs of linear KL warm-up from 0 to beta", 0)
+    adam_eps: float = _option(
+        1e-8, "Adam's epsilon (Burda et al. 2015 use 1e-4)", 0.0, exclusive=True
+    )
     seed: int = _option(0, "seed of every random draw", 0, maximum=2**32 - 1)
     dist_timeout: float = _option(
         600.0,

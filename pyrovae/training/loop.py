@@ -84,7 +84,9 @@ class TrainingLoop:
                 "model.program: the program has no trainable parameters; nothing to train"
             )
         # fused: one kernel per parameter instead of a dozen (Adam's update, same arithmetic)
-        self.optimizer = torch.optim.Adam(parameters, lr=cfg.lr, fused=_fusable(parameters))
+        self.optimizer = torch.optim.Adam(
+            parameters, lr=cfg.lr, eps=cfg.adam_eps, fused=_fusable(parameters)
+        )
         self.trainable = parameters  # what the step guard checks, listed once
         self.schedule = build_schedule(cfg, self.optimizer)  # stepped once per epoch
         self.stopping = EarlyStopping(cfg.patience, cfg.min_delta)
