@@ -33,11 +33,12 @@ def batch(splits, n: int = 100) -> torch.Tensor:
     return torch.bernoulli(splits.train[:n], generator=torch.Generator().manual_seed(0))
 
 
-def svi_run(program, elbo, x, steps: int = 25) -> tuple[list[float], list[str]]:
-    """Train by plain SVI; the losses and the names of the parameters that did not move."""
+def svi_run(program, elbo, x, *args, steps: int = 25) -> tuple[list[float], list[str]]:
+    """Train by plain SVI on ``(x, *args)``; the losses and the names of the parameters that
+    did not move."""
     before = {k: v.detach().clone() for k, v in program.named_parameters()}
     svi = SVI(program.model, program.guide, Adam({"lr": 1e-2}), elbo)
-    losses = [svi.step(x) for _ in range(steps)]
+    losses = [svi.step(x, *args) for _ in range(steps)]
     still = [k for k, v in program.named_parameters() if torch.equal(before[k], v)]
     return losses, still
 
@@ -77,14 +78,22 @@ def test_svi_trains_every_model_pyrovae_builds(kind, name, splits):
         "guide": [f"model.guide={name}"],
         "program": [f"model.program={name}"],
     }[kind]
+    x, args, elbo = batch(splits), (), Trace_ELBO()
     if (kind, name) == ("program", "two_layer"):
         config = pyrovae.load_config(
             None, [*overrides, "model.program.latent1=4", "model.program.latent2=2"]
         )
+    elif (kind, name) == ("program", "m2"):  # unlabelled: the label is summed out
+        config = pyrovae.load_config(None, [*overrides, "model.program.latent=4"])
+        elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    elif (kind, name) == ("program", "cvae"):  # needs the labels beside the images
+        config = tiny(*overrides)
+        args = (splits.valid_labels[: len(x)],)
+        x = torch.bernoulli(splits.valid[: len(x)], generator=torch.Generator().manual_seed(0))
     else:
         config = tiny(*overrides)
-    program = pyrovae.build_program(config.model, splits.x_shape)
-    losses, still = svi_run(program, Trace_ELBO(), batch(splits))
+    program = pyrovae.build_program(config.model, splits.x_shape, num_classes=splits.num_classes)
+    losses, still = svi_run(program, elbo, x, *args)
     assert not still, f"parameters that SVI did not move: {still}"
     assert sum(losses[-5:]) < sum(losses[:5])
 
@@ -106,8 +115,8 @@ def test_svi_and_the_driver_optimize_the_same_objective(splits):
         plain.zero_grad()
         svi_loss = Trace_ELBO().loss_and_grads(plain.model, plain.guide, x)  # what SVI.step runs
         assert svi_loss == pytest.approx(loss.item(), rel=1e-6)
-        for k, p in plain.named_parameters():
-            assert torch.allclose(p.grad, grads[k], rtol=1e-5, atol=1e-6), k
+        for k, p in plain.named_parameters():  # float32 rounding apart (fused Adam's steps)
+            assert torch.allclose(p.grad, grads[k], rtol=1e-4, atol=1e-4), k
         loop.optimizer.step()
         pyro.set_rng_seed(step)
         assert svi.step(x) == pytest.approx(loss.item(), rel=1e-6)
