@@ -24,7 +24,13 @@ import time
 from pathlib import Path
 
 import torch
-from timing import file_overrides, pyrovae_epochs, use_cpu_clock, write_images
+from timing import (
+    add_timing_options,
+    file_overrides,
+    parse_timing_args,
+    pyrovae_epochs,
+    write_images,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,17 +64,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (5)")
     parser.add_argument("--broadcast", action="store_true", help="the old broadcast scoring")
     parser.add_argument("--train-images", type=int, default=0, help="also time training")
-    parser.add_argument("--cpu-clock", action="store_true", help="CPU seconds (loaded machine)")
+    add_timing_options(parser)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    args = parser.parse_args()
+    args = parse_timing_args(parser)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.broadcast:
         _broadcast_scoring()
-    clock = time.perf_counter
-    if args.cpu_clock:
-        use_cpu_clock()
-        clock = time.process_time
+    clock = time.process_time if args.cpu_clock else time.perf_counter
 
     config = pyrovae.load_config(args.config, [f"data.root={args.data_dir!r}"])
     standard = config.replace(['model.prior={name="standard_normal"}'])

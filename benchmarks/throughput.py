@@ -22,7 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from timing import file_overrides, pyrovae_epochs, use_cpu_clock, write_images
+from timing import (
+    add_timing_options,
+    file_overrides,
+    parse_timing_args,
+    pyrovae_epochs,
+    write_images,
+)
 
 import pyrovae
 from pyrovae.evaluation.evaluate import evaluate_model
@@ -54,13 +60,10 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=20000)
     parser.add_argument("--eval-images", type=int, default=20)
     parser.add_argument("--particles", type=int, default=5000)
-    parser.add_argument("--cpu-clock", action="store_true", help="CPU seconds (one thread)")
-    args = parser.parse_args()
+    add_timing_options(parser)
+    args = parse_timing_args(parser)
     torch.set_num_threads(args.threads)
-    clock = time.perf_counter
-    if args.cpu_clock:
-        use_cpu_clock()
-        clock = time.process_time
+    clock = time.process_time if args.cpu_clock else time.perf_counter
     peak = matmul_gflops(args.size, clock)
     config = pyrovae.load_config(
         ROOT / "examples/configs/mnist.toml", [f"data.root={args.data_dir!r}"]

@@ -7,6 +7,7 @@ then on the path.
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ __all__ = [
     "write_images",
     "file_overrides",
     "use_cpu_clock",
+    "add_timing_options",
+    "parse_timing_args",
     "binarize",
     "VALIDATION_IMAGES",
 ]
@@ -47,6 +50,27 @@ def use_cpu_clock() -> None:
 
     _clock = time.process_time
     loop.time = types.SimpleNamespace(perf_counter=time.process_time)
+
+
+def add_timing_options(parser: argparse.ArgumentParser, lean: bool = False) -> None:
+    """``--cpu-clock`` (and, with ``lean``, ``--lean``): the options every timing script has."""
+    parser.add_argument(
+        "--cpu-clock", action="store_true", help="time in CPU seconds (a loaded machine)"
+    )
+    if lean:
+        parser.add_argument(
+            "--lean",
+            action="store_true",
+            help="give the reference pyrovae's binarization and fused Adam too",
+        )
+
+
+def parse_timing_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line, switching to the CPU clock when ``--cpu-clock`` asks for it."""
+    args = parser.parse_args()
+    if args.cpu_clock:
+        use_cpu_clock()
+    return args
 
 
 def binarize(train: torch.Tensor, generator: torch.Generator, lean: bool) -> torch.Tensor:

@@ -16,7 +16,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from timing import pyrovae_epochs, timed_epochs, use_cpu_clock
+from timing import add_timing_options, parse_timing_args, pyrovae_epochs, timed_epochs
 from torch import nn
 
 import pyrovae
@@ -109,15 +109,5 @@ if __name__ == "__main__":
     parser.add_argument("--estimator", default="trace", choices=["trace", "meanfield"])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per block")
     parser.add_argument("--blocks", type=int, default=3, help="alternating blocks")
-    parser.add_argument(
-        "--lean",
-        action="store_true",
-        help="give the reference pyrovae's binarization and fused Adam too",
-    )
-    parser.add_argument(
-        "--cpu-clock", action="store_true", help="time in CPU seconds (a loaded machine)"
-    )
-    args = parser.parse_args()
-    if args.cpu_clock:
-        use_cpu_clock()
-    main(args)
+    add_timing_options(parser, lean=True)
+    main(parse_timing_args(parser))

@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from timing import (
     VALIDATION_IMAGES,
+    add_timing_options,
     file_overrides,
+    parse_timing_args,
     pyrovae_epochs,
     timed_epochs,
-    use_cpu_clock,
     write_images,
 )
 from torch import nn
@@ -171,15 +172,5 @@ if __name__ == "__main__":
     parser.add_argument(
         "--train-limit", type=int, default=50000, help="train on the first N images (50000)"
     )
-    parser.add_argument(
-        "--lean",
-        action="store_true",
-        help="give the reference pyrovae's binarization and fused Adam too",
-    )
-    parser.add_argument(
-        "--cpu-clock", action="store_true", help="time in CPU seconds (a loaded machine)"
-    )
-    args = parser.parse_args()
-    if args.cpu_clock:
-        use_cpu_clock()
-    main(args)
+    add_timing_options(parser, lean=True)
+    main(parse_timing_args(parser))
