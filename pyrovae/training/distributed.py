@@ -49,6 +49,7 @@ from pyro.infer import ELBO
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pyrovae.components.plain_parameters import plain_parameters
 from pyrovae.config import TrainConfig
 from pyrovae.errors import ConfigError, PyrovaeError, TrainingError, first_line
 from pyrovae.inference.estimators import differentiable_loss
@@ -134,6 +135,7 @@ class ELBOLoss(nn.Module):
         super().__init__()
         self.program = program
         self.elbo = elbo
+        self._plain = plain_parameters(program)  # the optimizer holds the parameters: no sites
 
     def forward(
         self, x: torch.Tensor, kl_weight: float = 1.0, y: torch.Tensor | None = None
@@ -144,6 +146,10 @@ class ELBOLoss(nn.Module):
         ``len(x) / labelled``: alpha times the labelled rows' mean -log q(y|x) per datapoint."""
         if len(x) == 0:
             return sum(p.sum() for p in self.program.parameters()) * 0.0
+        with self._plain:
+            return self._loss(x, kl_weight, y)
+
+    def _loss(self, x: torch.Tensor, kl_weight: float, y: torch.Tensor | None) -> torch.Tensor:
         model = weight_latents(self.program.model, kl_weight)
         guide = weight_latents(self.program.guide, kl_weight)
         if y is None:
