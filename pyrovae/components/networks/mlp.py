@@ -60,5 +60,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[: x.dim() - len(self.in_shape)]
-        out = self.layers(x.reshape(*batch, -1))  # (*batch, prod(out_shape))
-        return out.reshape(*batch, *self.out_shape)
+        if len(self.in_shape) != 1:  # flat inputs go in as they are: no view in the graph
+            x = x.reshape(*batch, -1)
+        out = self.layers(x)  # (*batch, prod(out_shape))
+        return out if len(self.out_shape) == 1 else out.reshape(*batch, *self.out_shape)
