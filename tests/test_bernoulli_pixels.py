@@ -1,4 +1,5 @@
-"""The Bernoulli likelihood's distribution: bit for bit ``Independent(Bernoulli(logits), n)``."""
+"""The Bernoulli likelihood's distribution: bit for bit ``Independent(Bernoulli(logits), n)``; and
+``LeanIndependent``, which a plate it already fits does not copy."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyrovae.components.lean_independent import LeanIndependent
 from pyrovae.components.likelihoods import Bernoulli, BernoulliPixels
 
 
@@ -44,3 +46,18 @@ def test_validation_refuses_a_non_binary_value():
     d = BernoulliPixels(dist.Bernoulli(logits=torch.zeros(2, 3)), 1, validate_args=True)
     with pytest.raises(ValueError):
         d.log_prob(torch.full((2, 3), 0.5))
+
+
+def test_lean_independent_is_not_copied_by_a_plate_it_fits():
+    loc = torch.randn(4, 3, requires_grad=True)
+    d = LeanIndependent(dist.Normal(loc, 1.0), 1)
+    assert d.expand((4,)) is d  # the same shape: the distribution itself
+    wider = d.expand((2, 4))  # any other shape expands as Independent does
+    z = torch.randn(4, 3)
+    assert isinstance(wider, LeanIndependent) and wider.batch_shape == (2, 4)
+    assert torch.equal(
+        wider.log_prob(z), dist.Normal(loc, 1.0).to_event(1).log_prob(z).expand(2, 4)
+    )
+    with pyro.plate("data", 4):
+        trace = pyro.poutine.trace(lambda: pyro.sample("z", d)).get_trace()
+    assert trace.nodes["z"]["fn"] is d

@@ -14,6 +14,7 @@ from pyro.nn import PyroParam
 from torch.distributions.utils import _sum_rightmost, broadcast_all
 
 from pyrovae.components.base import Likelihood
+from pyrovae.components.lean_independent import LeanIndependent
 from pyrovae.registry import register
 
 __all__ = [
@@ -27,11 +28,12 @@ __all__ = [
 ]
 
 
-class BernoulliPixels(dist.Independent):
+class BernoulliPixels(LeanIndependent):
     """``Bernoulli(logits).to_event(n)`` whose ``log_prob`` negates the per-datapoint sum rather
     than every pixel: torch's Bernoulli negates the whole ``(batch, pixels)`` tensor of its
     cross-entropy, one more pass over the largest tensor of a step, forward and backward. The
-    values are bit for bit those of ``Independent(Bernoulli(logits), n)`` (negation is exact)."""
+    values are bit for bit those of ``Independent(Bernoulli(logits), n)`` (negation is exact).
+    A ``LeanIndependent``: a plate does not copy it when it already fits."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:

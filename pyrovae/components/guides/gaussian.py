@@ -13,6 +13,7 @@ from torch.distributions.utils import vec_to_tril_matrix
 
 from pyrovae.components.base import VariationalFamily
 from pyrovae.components.guides import kl  # noqa: F401  (registers KL(MVN || diagonal normal) for TraceMeanField_ELBO)
+from pyrovae.components.lean_independent import LeanIndependent
 from pyrovae.registry import register
 
 __all__ = ["VariationalFamily", "DiagonalNormal", "FullNormal"]
@@ -29,7 +30,8 @@ class DiagonalNormal(VariationalFamily):
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         loc, raw_scale = params.split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
+        scale = F.softplus(raw_scale) + self.min_scale
+        return LeanIndependent(dist.Normal(loc, scale), 1)  # made per datapoint: fits its plate
 
 
 @register("guide", "full_normal")
