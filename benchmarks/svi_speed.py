@@ -34,7 +34,9 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from timing import (
     VALIDATION_IMAGES,
+    add_timing_options,
     file_overrides,
+    parse_timing_args,
     pyrovae_epochs,
     timed_epochs,
     write_images,
@@ -47,13 +49,14 @@ from pyrovae.param_store import own_param_store
 
 
 def svi_epochs(
-    config: pyrovae.Config, train: torch.Tensor, epochs: int, validation: bool
+    config: pyrovae.Config, train: torch.Tensor, epochs: int, validation: bool, fused: bool
 ) -> list[float]:
     """Epoch times of a plain SVI loop on a freshly built program of ``config.model``."""
     with own_param_store(), pyro.validation_enabled(validation):
         pyro.set_rng_seed(config.train.seed)
         program = build_program(config.model, tuple(train.shape[1:])).to(train.device)
-        optimizer = pyro.optim.Adam({"lr": config.train.lr})
+        options = {"lr": config.train.lr, **({"fused": True} if fused else {})}
+        optimizer = pyro.optim.Adam(options)
         svi = SVI(program.model, program.guide, optimizer, loss=Trace_ELBO())
 
         def step(x: torch.Tensor) -> torch.Tensor:
@@ -78,11 +81,11 @@ def main(args: argparse.Namespace) -> None:
         for block in range(args.blocks):
             # Alternate which goes first, so that neither always runs on a warmer machine.
             if block % 2 == 0:
-                svi += svi_epochs(config, train, args.epochs, args.pyro_validation)
+                svi += svi_epochs(config, train, args.epochs, args.pyro_validation, args.fused_adam)
                 ours += pyrovae_epochs(config)[0]
             else:
                 ours += pyrovae_epochs(config)[0]
-                svi += svi_epochs(config, train, args.epochs, args.pyro_validation)
+                svi += svi_epochs(config, train, args.epochs, args.pyro_validation, args.fused_adam)
             print(
                 f"block {block + 1}: plain SVI {statistics.median(svi):.3f} s/epoch,"
                 f" pyrovae.train {statistics.median(ours):.3f} s/epoch",
@@ -94,7 +97,9 @@ def main(args: argparse.Namespace) -> None:
         f" {statistics.median(ours):.3f} s, ratio SVI/pyrovae {ratio:.3f}"
         f" ({len(svi)} epochs each of {len(train)} images, batch {config.train.batch_size},"
         f" Trace_ELBO, Pyro validation {'on' if args.pyro_validation else 'off'} in SVI,"
-        f" {device}, {torch.get_num_threads()} threads)"
+        f" {'fused' if args.fused_adam else 'default'} pyro.optim.Adam,"
+        f" {device}, {torch.get_num_threads()} threads,"
+        f" {'CPU' if args.cpu_clock else 'wall'} clock)"
     )
 
 
@@ -115,4 +120,10 @@ if __name__ == "__main__":
         action="store_false",
         help="switch Pyro's validation off in the SVI loop (on: Pyro's default)",
     )
-    main(parser.parse_args())
+    parser.add_argument(
+        "--fused-adam",
+        action="store_true",
+        help='pyro.optim.Adam({"lr": ..., "fused": True}) in the SVI loop (torch\'s fused kernel)',
+    )
+    add_timing_options(parser)
+    main(parse_timing_args(parser))
