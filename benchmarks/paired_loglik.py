@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def score(
         }
         print(json.dumps(summary), flush=True)
         payload = {"log_likelihoods": scored, "curve": curve, "summary": summary}
-        torch.save(payload | {"settings": settings}, out)
+        # written whole or not at all: a scoring killed mid-save keeps its earlier blocks
+        torch.save(payload | {"settings": settings}, out + ".tmp")
+        os.replace(out + ".tmp", out)
 
 
 def slope(curve: list[dict]) -> float:

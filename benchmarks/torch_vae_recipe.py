@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -173,8 +174,9 @@ def main() -> None:
                     "summary": summary,
                     "settings": settings,
                 },
-                a.out,
+                a.out + ".tmp",
             )
+            os.replace(a.out + ".tmp", a.out)  # written whole or not at all
 
 
 if __name__ == "__main__":
