@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
 
+from pyrovae.components.datasets import load_splits
 from pyrovae.evaluation.evaluate import evaluate
+from pyrovae.runs.directory import load_run
 
 #: Epochs over which the validation curve's slope is measured.
 SLOPE_EPOCHS = 5
@@ -31,32 +34,47 @@ SLOPE_EPOCHS = 5
 CONVERGED_SLOPE = 0.05
 
 
-def score(run_dir: str, k: int, limit: int | None, seed: int, out: str) -> None:
-    started = time.perf_counter()
-    result = evaluate(run_dir, particles=k, limit=limit, seed=seed, device="cpu")
-    eval_s = time.perf_counter() - started
+def score(
+    run_dir: str, k: int, limit: int | None, seed: int, out: str, block: int | None = None
+) -> None:
+    """Score the run's first ``limit`` test images (all by default) in blocks of ``block``
+    images (one block by default), saving ``out`` after every block and resuming from the
+    blocks an earlier, interrupted call with the same settings saved there. Block ``b`` is
+    scored with the seed ``seed + b``: one block is exactly ``evaluate(run_dir, seed=seed)``."""
+    config, _, _ = load_run(run_dir)
+    x = load_splits(config.data, torch.device("cpu")).test
+    x = x if limit is None else x[:limit]
+    block = block or len(x)
     metrics = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
     curve = [{"epoch": m["epoch"], "valid_elbo": -m["valid_loss"]} for m in metrics]
-    summary = {
-        "implementation": f"pyrovae ({run_dir})",
-        "epochs": len(metrics),
-        "k": k,
-        "test_images": len(result.log_likelihoods),
-        "test_log_likelihood": round(result.log_likelihood, 3),
-        "stderr": round(result.log_likelihood_stderr, 3),
-        "train_seconds": round(sum(m["epoch_seconds"] for m in metrics), 1),
-        "eval_seconds": round(eval_s, 1),
-        "threads": torch.get_num_threads(),
-    }
-    print(json.dumps(summary), flush=True)
-    torch.save(
-        {
-            "log_likelihoods": torch.tensor(result.log_likelihoods),
-            "curve": curve,
-            "summary": summary,
-        },
-        out,
-    )
+    settings = {"k": k, "seed": seed, "block": block}
+    scored, eval_s = torch.zeros(0), 0.0
+    if Path(out).exists():
+        saved = torch.load(out)
+        if saved.get("settings") == settings and saved["curve"] == curve:
+            scored, eval_s = saved["log_likelihoods"], saved["summary"]["eval_seconds"]
+            print(f"resuming {out}: {len(scored)} test images scored", flush=True)
+    for b in range(len(scored) // block, math.ceil(len(x) / block)):
+        started = time.perf_counter()
+        result = evaluate(run_dir, x=x[b * block : (b + 1) * block], particles=k, seed=seed + b)
+        eval_s += time.perf_counter() - started
+        scored = torch.cat([scored, torch.tensor(result.log_likelihoods)])
+        summary = {
+            "implementation": f"pyrovae ({run_dir})",
+            "epochs": len(metrics),
+            "k": k,
+            "test_images": len(scored),
+            "test_log_likelihood": round(float(scored.double().mean()), 3),
+            "stderr": round(float(scored.double().std()) / math.sqrt(len(scored)), 3),
+            "train_seconds": round(sum(m["epoch_seconds"] for m in metrics), 1),
+            "eval_seconds": round(eval_s, 1),
+            "threads": torch.get_num_threads(),
+        }
+        print(json.dumps(summary), flush=True)
+        payload = {"log_likelihoods": scored, "curve": curve, "summary": summary}
+        # written whole or not at all: a scoring killed mid-save keeps its earlier blocks
+        torch.save(payload | {"settings": settings}, out + ".tmp")
+        os.replace(out + ".tmp", out)
 
 
 def slope(curve: list[dict]) -> float:
@@ -104,12 +122,15 @@ def main() -> None:
     s.add_argument("--limit", type=int, help="the first N test images (default all)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
+    s.add_argument(
+        "--block", type=int, help="score and save this many images at a time (default: all)"
+    )
     r = commands.add_parser("report", help="compare scored files, the first as the baseline")
     r.add_argument("files", nargs="+")
     r.add_argument("--limit", type=int, help="compare on the first N images (default: all shared)")
     a = p.parse_args()
     if a.command == "score":
-        score(a.run_dir, a.k, a.limit, a.seed, a.out)
+        score(a.run_dir, a.k, a.limit, a.seed, a.out, a.block)
     else:
         report(a.files, a.limit)
 

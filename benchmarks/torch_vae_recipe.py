@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -89,6 +91,13 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=500, help="importance samples per pass")
     p.add_argument("--out", help="save the weights, per-image log-likelihoods and curves here")
     p.add_argument("--load", help="score the weights an earlier --out saved (no training)")
+    p.add_argument(
+        "--block",
+        type=int,
+        help="score and save this many test images at a time, block b with the seed seed + b;"
+        " with --load, resume the blocks an interrupted call saved in --out (default: one block"
+        " that continues the training's random stream)",
+    )
     a = p.parse_args()
 
     config = pyrovae.load_config(
@@ -128,32 +137,46 @@ def main() -> None:
         }
         curve.append(row)
         print(json.dumps(row), flush=True)
-    train_s = time.perf_counter() - started
-    t0 = time.perf_counter()
-    ll = torch.cat([model.log_likelihood(x, a.k, a.chunk) for x in test.split(100)])
-    eval_s = time.perf_counter() - t0
-    summary = {
-        "implementation": "hand-written PyTorch",
-        "epochs": len(curve),
-        "k": a.k,
-        "test_images": len(test),
-        "test_log_likelihood": round(float(ll.mean()), 3),
-        "stderr": round(float(ll.std()) / math.sqrt(len(ll)), 3),
-        "train_seconds": round(train_s, 1) if a.epochs else None,
-        "eval_seconds": round(eval_s, 1),
-        "threads": torch.get_num_threads(),
-    }
-    print(json.dumps(summary), flush=True)
-    if a.out:
-        torch.save(
-            {
-                "state": model.state_dict(),
-                "log_likelihoods": ll,
-                "curve": curve,
-                "summary": summary,
-            },
-            a.out,
-        )
+    train_s = saved["summary"]["train_seconds"] if a.load else time.perf_counter() - started
+    block = a.block or len(test)
+    settings = {"k": a.k, "seed": a.seed, "block": a.block}
+    ll, eval_s = torch.zeros(0), 0.0
+    if a.load and a.out and Path(a.out).exists():
+        partial = torch.load(a.out)
+        if partial.get("settings") == settings and partial["curve"] == curve:
+            ll, eval_s = partial["log_likelihoods"], partial["summary"]["eval_seconds"]
+            print(f"resuming {a.out}: {len(ll)} test images scored", flush=True)
+    for b in range(len(ll) // block, math.ceil(len(test) / block)):
+        t0 = time.perf_counter()
+        if a.block:
+            torch.manual_seed(a.seed + b)
+        x_block = test[b * block : (b + 1) * block]
+        ll = torch.cat([ll] + [model.log_likelihood(x, a.k, a.chunk) for x in x_block.split(100)])
+        eval_s += time.perf_counter() - t0
+        summary = {
+            "implementation": "hand-written PyTorch",
+            "epochs": len(curve),
+            "k": a.k,
+            "test_images": len(ll),
+            "test_log_likelihood": round(float(ll.double().mean()), 3),
+            "stderr": round(float(ll.double().std()) / math.sqrt(len(ll)), 3),
+            "train_seconds": round(train_s, 1),
+            "eval_seconds": round(eval_s, 1),
+            "threads": torch.get_num_threads(),
+        }
+        print(json.dumps(summary), flush=True)
+        if a.out:
+            torch.save(
+                {
+                    "state": model.state_dict(),
+                    "log_likelihoods": ll,
+                    "curve": curve,
+                    "summary": summary,
+                    "settings": settings,
+                },
+                a.out + ".tmp",
+            )
+            os.replace(a.out + ".tmp", a.out)  # written whole or not at all
 
 
 if __name__ == "__main__":
