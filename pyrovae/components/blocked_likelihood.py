@@ -92,11 +92,12 @@ class BlockedLikelihood(dist.TorchDistribution):
         step = max(1, self.block_elements // max(1, per_index))
         if step >= self.batch_shape[0]:
             return self.full.log_prob(value)
-        value = value.expand(shape)
+        # x is sliced where it has one entry per index of the first dimension, else broadcast
+        sliced = value.dim() == len(shape) and value.shape[0] != 1
         return torch.cat(
             [
                 self.likelihood(self.decoder(self.inputs[start : start + step])).log_prob(
-                    value[start : start + step]
+                    value[start : start + step] if sliced else value
                 )
                 for start in range(0, self.batch_shape[0], step)
             ]
