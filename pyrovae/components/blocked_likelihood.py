@@ -16,7 +16,8 @@ decoded on first use.
 validation; a training step keeps the one large product its backward pass needs), with a decoder
 that is a plain ``nn.Module`` and a likelihood without parameters (calling them later, outside
 the program's Pyro context, then makes no ``pyro.param`` site and reads no value the program did
-not), and where there is more than one block of work.
+not), and where there is more than one block of work. Only on the CPU: a GPU wants the large
+kernels, and its launches would multiply with the blocks (not measured: no GPU here).
 """
 
 from __future__ import annotations
@@ -144,11 +145,12 @@ def decoded(
     block_elements: int | None = None,
 ) -> dist.TorchDistribution:
     """``likelihood(decoder(inputs))``: a :class:`BlockedLikelihood` where that is safe and
-    worth it (no autograd, a plain decoder, a likelihood without parameters, more than one
-    block of work), else the distribution itself."""
+    worth it (no autograd, a CPU tensor, a plain decoder, a likelihood without parameters, more
+    than one block of work), else the distribution itself."""
     rows = math.prod(inputs.shape[: inputs.dim() - input_dims])
     blocked = (
         not torch.is_grad_enabled()
+        and inputs.device.type == "cpu"
         and not isinstance(decoder, PyroModule)
         and next(likelihood.parameters(), None) is None
         and rows > 1
