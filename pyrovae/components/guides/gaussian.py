@@ -12,6 +12,7 @@ from pyro import distributions as dist
 from torch.distributions.utils import vec_to_tril_matrix
 
 from pyrovae.components.base import VariationalFamily
+from pyrovae.components.broadcast_normal import BroadcastNormal
 from pyrovae.components.guides import kl  # noqa: F401  (registers KL(MVN || diagonal normal) for TraceMeanField_ELBO)
 from pyrovae.registry import register
 
@@ -29,7 +30,7 @@ class DiagonalNormal(VariationalFamily):
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         loc, raw_scale = params.split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
+        return BroadcastNormal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
 
 
 @register("guide", "full_normal")
