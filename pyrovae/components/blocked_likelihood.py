@@ -5,8 +5,8 @@ pairs: the decoder's output for a 784-pixel likelihood is a (25,000, 784) tensor
 likelihood's elementwise log-density (torch's ``binary_cross_entropy_with_logits``: a
 log-sigmoid, a fill, a product and two differences) then passes over it half a dozen times,
 each pass from main memory. :class:`BlockedLikelihood` runs the decoder and the likelihood's own
-``log_prob`` on a few hundred rows at a time (``BLOCK_ELEMENTS`` output values: they stay in the
-core's L2 cache between the matrix product that makes them and the sum that consumes them), so
+``log_prob`` on about a thousand rows at a time (``BLOCK_ELEMENTS`` output values: they stay in
+the cores' caches between the matrix product that makes them and the sum that consumes them), so
 the elementwise passes cost cache bandwidth, not memory bandwidth, and the large tensor is never
 made. The log-density is the likelihood's own distribution's, block by block: no formula is
 written here. Everything else (``mean``, ``sample``, ...) comes from the whole distribution,
@@ -32,8 +32,10 @@ from torch import nn
 
 __all__ = ["BLOCK_ELEMENTS", "BlockedLikelihood", "decoded"]
 
-#: Decoder output values per block: 2^18 float32 values are 1 MiB, inside a core's 2 MiB L2.
-BLOCK_ELEMENTS = 2**18
+#: Decoder output values per block: 2^20 float32 values, 4 MiB (each of two threads takes half,
+#: a core's 2 MiB L2 here). On one thread the evaluation's time is flat from 1 to 4 MiB, 10-15%
+#: slower at 0.5 and 8 MiB (results/eval_speed.txt).
+BLOCK_ELEMENTS = 2**20
 
 
 class BlockedLikelihood(dist.TorchDistribution):
