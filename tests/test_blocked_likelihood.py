@@ -2,7 +2,8 @@
 distribution ``likelihood(decoder(z))``: the same log-density (float64, 1e-12) for blocks that do
 and do not divide the particles, value shapes that broadcast, the same mean and samples; the
 choice of ``decoded`` (only without autograd, a plain decoder, a likelihood without
-parameters); and pyrovae's K-particle evaluation of a VAE equal with and without blocks."""
+parameters); and pyrovae's K-particle evaluation of a VAE and of the two-layer VAE equal with
+and without blocks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pyrovae.components import blocked_likelihood
 from pyrovae.components.blocked_likelihood import BlockedLikelihood, decoded
 from pyrovae.components.likelihoods import Bernoulli, Gaussian
 from pyrovae.components.networks.mlp import MLP
+from pyrovae.components.programs.two_layer import TwoLayerVAE
 from pyrovae.components.programs.vae import build_vae
 from pyrovae.config import Component, ModelConfig
 from pyrovae.inference.marginal_likelihood import importance_estimate
@@ -104,13 +106,22 @@ def _vae() -> torch.nn.Module:
     return build_vae(config, X_SHAPE).double().eval()
 
 
+def _two_layer() -> torch.nn.Module:
+    config = ModelConfig(likelihood=Component("bernoulli"))
+    torch.manual_seed(3)
+    return TwoLayerVAE(X_SHAPE, config, 3, 2, (8,), (8,)).double().eval()
+
+
 def _estimate(vae, x):
     pyro.set_rng_seed(5)
-    return importance_estimate(vae.model, vae.guide, x, particles=40, chunk_size=120)
+    return importance_estimate(
+        vae.model, vae.guide, x, particles=40, chunk_size=120, analytic_kl=vae.analytic_kl
+    )
 
 
-def test_importance_estimate_equals_the_unblocked_one(monkeypatch):
-    vae = _vae()
+@pytest.mark.parametrize("build", [_vae, _two_layer])
+def test_importance_estimate_equals_the_unblocked_one(monkeypatch, build):
+    vae = build()
     x = _binary(7, *X_SHAPE)
     scored = []
     log_prob = BlockedLikelihood.log_prob
