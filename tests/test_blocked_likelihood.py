@@ -79,6 +79,29 @@ def test_mean_samples_and_expand_are_the_whole_distributions():
     )
 
 
+@pytest.fixture(autouse=True)
+def any_threads(monkeypatch):
+    """Blocks on however many threads the test runs with (pyrovae blocks on one only)."""
+    monkeypatch.setattr(blocked_likelihood, "BLOCK_THREADS", 10**6)
+
+
+def test_decoded_blocks_only_on_one_thread(monkeypatch):
+    likelihood, decoder = _parts()
+    z = torch.randn(50, 8, 5, dtype=torch.float64)
+    monkeypatch.setattr(blocked_likelihood, "BLOCK_THREADS", 1)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(2)
+            assert not isinstance(
+                decoded(likelihood, decoder, z, block_elements=24), BlockedLikelihood
+            )
+            torch.set_num_threads(1)
+            assert isinstance(decoded(likelihood, decoder, z, block_elements=24), BlockedLikelihood)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_decoded_blocks_only_without_autograd_and_side_effects():
     likelihood, decoder = _parts()
     z = torch.randn(50, 8, 5, dtype=torch.float64)

@@ -16,8 +16,9 @@ decoded on first use.
 validation; a training step keeps the one large product its backward pass needs), with a decoder
 that is a plain ``nn.Module`` and a likelihood without parameters (calling them later, outside
 the program's Pyro context, then makes no ``pyro.param`` site and reads no value the program did
-not), and where there is more than one block of work. Only on the CPU: a GPU wants the large
-kernels, and its launches would multiply with the blocks (not measured: no GPU here).
+not), and where there is more than one block of work. Only on the CPU and on one thread: on two
+threads here every block cost milliseconds of thread wake-ups (``BLOCK_THREADS``), and a GPU
+wants the large kernels, its launches multiplying with the blocks (not measured: no GPU here).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ __all__ = ["BLOCK_ELEMENTS", "BlockedLikelihood", "decoded"]
 #: a core's 2 MiB L2 here). On one thread the evaluation's time is flat from 1 to 4 MiB, 10-15%
 #: slower at 0.5 and 8 MiB (results/eval_speed.txt).
 BLOCK_ELEMENTS = 2**20
+
+#: Blocks only while torch runs at most this many threads: on two threads each block's parallel
+#: regions cost about 9 ms here (2 threads, load 1.4-3: 5.3 s with blocks against 1.9 s without),
+#: so the blocks pay only on one (results/eval_speed.txt).
+BLOCK_THREADS = 1
 
 
 class BlockedLikelihood(dist.TorchDistribution):
@@ -147,12 +153,14 @@ def decoded(
     block_elements: int | None = None,
 ) -> dist.TorchDistribution:
     """``likelihood(decoder(inputs))``: a :class:`BlockedLikelihood` where that is safe and
-    worth it (no autograd, a CPU tensor, a plain decoder, a likelihood without parameters, more
-    than one block of work), else the distribution itself."""
+    worth it (no autograd, a CPU tensor, at most ``BLOCK_THREADS`` torch threads, a plain
+    decoder, a likelihood without parameters, more than one block of work), else the
+    distribution itself."""
     rows = math.prod(inputs.shape[: inputs.dim() - input_dims])
     blocked = (
         not torch.is_grad_enabled()
         and inputs.device.type == "cpu"
+        and torch.get_num_threads() <= BLOCK_THREADS
         and not isinstance(decoder, PyroModule)
         and next(likelihood.parameters(), None) is None
         and rows > 1
