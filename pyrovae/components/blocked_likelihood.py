@@ -33,9 +33,8 @@ from torch import nn
 
 __all__ = ["BLOCK_ELEMENTS", "BlockedLikelihood", "decoded"]
 
-#: Decoder output values per block: 2^20 float32 values, 4 MiB (each of two threads takes half,
-#: a core's 2 MiB L2 here). On one thread the evaluation's time is flat from 1 to 4 MiB, 10-15%
-#: slower at 0.5 and 8 MiB (results/eval_speed.txt).
+#: Decoder output values per block: 2^20 float32 values, 4 MiB. On one thread the evaluation's
+#: time is flat from 1 to 4 MiB, 10-15% slower at 0.5 and 8 MiB (results/eval_speed.txt).
 BLOCK_ELEMENTS = 2**20
 
 #: Blocks only while torch runs at most this many threads: on two threads each block's parallel
