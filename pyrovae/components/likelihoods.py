@@ -7,20 +7,17 @@ A likelihood declares ``param_shape`` (the decoder output it needs) and what dat
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pyro import distributions as dist
 from pyro.distributions import constraints
 from pyro.nn import PyroParam
-from torch.distributions.utils import _sum_rightmost, broadcast_all
 
 from pyrovae.components.base import Likelihood
-from pyrovae.components.lean_independent import LeanIndependent
+from pyrovae.components.independent_bernoulli import IndependentBernoulli
 from pyrovae.registry import register
 
 __all__ = [
     "Likelihood",
     "Bernoulli",
-    "BernoulliPixels",
     "ContinuousBernoulli",
     "Gaussian",
     "Laplace",
@@ -28,30 +25,16 @@ __all__ = [
 ]
 
 
-class BernoulliPixels(LeanIndependent):
-    """``Bernoulli(logits).to_event(n)`` whose ``log_prob`` negates the per-datapoint sum rather
-    than every pixel: torch's Bernoulli negates the whole ``(batch, pixels)`` tensor of its
-    cross-entropy, one more pass over the largest tensor of a step, forward and backward. The
-    values are bit for bit those of ``Independent(Bernoulli(logits), n)`` (negation is exact).
-    A ``LeanIndependent``: a plate does not copy it when it already fits."""
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
-        logits, value = broadcast_all(self.base_dist.logits, value)
-        cross_entropy = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-        return -_sum_rightmost(cross_entropy, self.reinterpreted_batch_ndims)
-
-
 @register("likelihood", "bernoulli")
 class Bernoulli(Likelihood):
-    """Independent Bernoulli pixels with logits from the decoder; needs binary data."""
+    """Independent Bernoulli pixels with logits from the decoder; needs binary data. Its
+    log-density without autograd takes fewer passes over memory (``IndependentBernoulli``)."""
 
     data_range = (0.0, 1.0)
     requires_binary = True
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
-        return BernoulliPixels(dist.Bernoulli(logits=params), len(self.x_shape))
+        return IndependentBernoulli(params, len(self.x_shape))
 
 
 @register("likelihood", "continuous_bernoulli")

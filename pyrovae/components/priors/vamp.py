@@ -103,7 +103,7 @@ def _diagonal_normal(components: dist.TorchDistribution) -> _Normal | None:
     if not isinstance(components, dist.Independent) or components.reinterpreted_batch_ndims != 1:
         return None
     base = components.base_dist
-    if type(base) is not dist.Normal or base.loc.dim() != 2:
+    if not isinstance(base, dist.Normal) or base.loc.dim() != 2:
         return None
     loc, scale = torch.broadcast_tensors(base.loc, base.scale)
     return _Normal(loc, scale)

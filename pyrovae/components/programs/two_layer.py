@@ -8,6 +8,7 @@ import torch
 from pyro.nn import pyro_method
 
 from pyrovae.components.base import DATA_PLATE, OBSERVED, Program, observation
+from pyrovae.components.blocked_likelihood import decoded
 from pyrovae.components.guides.gaussian import DiagonalNormal
 from pyrovae.components.networks.mlp import MLP, Activation
 from pyrovae.components.priors.gaussian import StandardNormal
@@ -64,8 +65,8 @@ class TwoLayerVAE(Program):
         with pyro.plate(DATA_PLATE, n):
             z2 = pyro.sample("z2", self.prior())
             z1 = pyro.sample("z1", self.p_z1(self.decoder2(z2)))
-            params = self.decoder1(z1)
-            return pyro.sample(OBSERVED, self.likelihood(params), obs=observation(x))
+            p_x = decoded(self.likelihood, self.decoder1, z1)  # blocks without autograd
+            return pyro.sample(OBSERVED, p_x, obs=observation(x))
 
     @torch.no_grad()
     def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

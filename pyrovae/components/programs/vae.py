@@ -17,6 +17,7 @@ from pyrovae.components.base import (
     VariationalFamily,
     observation,
 )
+from pyrovae.components.blocked_likelihood import decoded
 from pyrovae.config import ModelConfig
 from pyrovae.registry import build, register
 
@@ -70,8 +71,9 @@ class VAE(Program):
         return self.posterior(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """p(x|z), batched over the leading dimensions of ``z``."""
-        return self.likelihood(self.decoder(z))
+        """p(x|z), batched over the leading dimensions of ``z`` (without autograd, scored over
+        cache-sized blocks of z: ``blocked_likelihood.decoded``)."""
+        return decoded(self.likelihood, self.decoder, z)
 
     @torch.no_grad()
     def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

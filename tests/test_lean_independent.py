@@ -1,5 +1,6 @@
-"""The Bernoulli likelihood's distribution: bit for bit ``Independent(Bernoulli(logits), n)``; and
-``LeanIndependent``, which a plate it already fits does not copy."""
+"""``LeanIndependent``, which a plate it already fits does not copy, and the Bernoulli likelihood's
+``IndependentBernoulli`` under autograd (a training step): bit for bit torch's
+``Independent(Bernoulli(logits), n)``. Its path without autograd: test_independent_bernoulli.py."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyrovae.components.independent_bernoulli import IndependentBernoulli
 from pyrovae.components.lean_independent import LeanIndependent
-from pyrovae.components.likelihoods import Bernoulli, BernoulliPixels
+from pyrovae.components.likelihoods import Bernoulli
 
 
-def test_log_prob_equals_independent_bernoulli_bit_for_bit():
+def test_training_log_prob_equals_independent_bernoulli_bit_for_bit():
     torch.manual_seed(0)
     logits = torch.randn(5, 3, 1, 6, 6, requires_grad=True) * 4
     x = (torch.rand(3, 1, 6, 6) < 0.4).float()  # broadcast against the particles dimension
     ours = Bernoulli((1, 6, 6))(logits)
     theirs = dist.Bernoulli(logits=logits).to_event(3)
-    assert isinstance(ours, BernoulliPixels)
+    assert isinstance(ours, IndependentBernoulli)
     assert ours.batch_shape == theirs.batch_shape and ours.event_shape == theirs.event_shape
     mine, ref = ours.log_prob(x), theirs.log_prob(x)
     assert mine.shape == (5, 3) and torch.equal(mine, ref)
@@ -30,8 +32,9 @@ def test_log_prob_equals_independent_bernoulli_bit_for_bit():
 def test_expand_and_plates_keep_the_class():
     logits = torch.randn(4, 10)
     d = Bernoulli((10,))(logits)
+    assert d.expand((4,)) is d
     expanded = d.expand((2, 4))
-    assert isinstance(expanded, BernoulliPixels) and expanded.batch_shape == (2, 4)
+    assert isinstance(expanded, IndependentBernoulli) and expanded.batch_shape == (2, 4)
     x = (torch.rand(4, 10) < 0.5).float()
     assert torch.equal(
         expanded.log_prob(x), dist.Bernoulli(logits=logits).to_event(1).log_prob(x).expand(2, 4)
@@ -43,7 +46,7 @@ def test_expand_and_plates_keep_the_class():
 
 
 def test_validation_refuses_a_non_binary_value():
-    d = BernoulliPixels(dist.Bernoulli(logits=torch.zeros(2, 3)), 1, validate_args=True)
+    d = IndependentBernoulli(torch.zeros(2, 3), 1, validate_args=True)
     with pytest.raises(ValueError):
         d.log_prob(torch.full((2, 3), 0.5))
 

@@ -1,0 +1,72 @@
+"""Independent Bernoulli pixels from logits, with a log-density of fewer passes over memory.
+
+``Bernoulli(logits=l).to_event(k).log_prob(x)`` runs torch's composite
+``binary_cross_entropy_with_logits`` (a log-sigmoid with its buffer, ``1 - x``, a product, two
+differences), negates the whole tensor and sums it: six passes over every pixel of every
+particle, each allocating a tensor of the logits' size. For binary x,
+
+    log Bernoulli(x | l) = x l - softplus(l) = -softplus((1 - 2x) l),
+
+one product with a sign that has the size of x (not of the particles), one softplus in place and
+a sum. :class:`IndependentBernoulli` is ``Independent(Bernoulli(logits), k)`` whose ``log_prob``
+takes that path where it cannot change a result: no autograd through the logits or x (a training
+step keeps torch's kernels and gradients bit for bit) and x binary (checked on x itself, before
+it is broadcast against the particles); anywhere else it is torch's. The two agree to float
+rounding (``tests/test_independent_bernoulli.py``: 1e-12 in float64, logits up to 1e4).
+
+With autograd (a training step) it is torch's cross-entropy, summed over the pixels before it is
+negated: torch's ``Bernoulli.log_prob`` negates every pixel, one more pass over the step's
+largest tensor forward and backward; negation is exact, so the value and gradients are torch's
+bit for bit. A ``LeanIndependent``: a plate it already fits does not copy it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pyro import distributions as dist
+from torch.distributions.utils import _sum_rightmost, broadcast_all
+
+from pyrovae.components.lean_independent import LeanIndependent
+
+__all__ = ["IndependentBernoulli"]
+
+
+class IndependentBernoulli(LeanIndependent):
+    """``Bernoulli(logits=logits)`` with its last ``event_dims`` dimensions as the event."""
+
+    def __init__(
+        self, logits: torch.Tensor, event_dims: int, validate_args: bool | None = None
+    ) -> None:
+        base = dist.Bernoulli(logits=logits, validate_args=validate_args)
+        super().__init__(base, event_dims, validate_args=validate_args)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logits = self.base_dist.logits
+        if self._validate_args:
+            self._validate_sample(value)
+        grad = torch.is_grad_enabled() and (logits.requires_grad or value.requires_grad)
+        if grad or not bool(((value == 0) | (value == 1)).all()):
+            return self._cross_entropy(logits, value)  # torch's, soft targets included
+        sign = 1 - 2 * value.to(logits.dtype)
+        terms = torch.mul(logits, sign)  # (1 - 2x) l, broadcast as torch broadcasts them
+        torch.logaddexp(terms, torch.zeros((), dtype=terms.dtype, device=terms.device), out=terms)
+        if self.reinterpreted_batch_ndims:
+            terms = terms.flatten(-self.reinterpreted_batch_ndims).sum(-1)
+        return terms.neg_()
+
+    def _cross_entropy(self, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """torch's ``Bernoulli.log_prob`` summed over the event, negated after the sum."""
+        logits, value = broadcast_all(logits, value)
+        cross_entropy = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+        return -_sum_rightmost(cross_entropy, self.reinterpreted_batch_ndims)
+
+    def expand(self, batch_shape, _instance=None) -> IndependentBernoulli:
+        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
+            return self  # distributions are immutable: the same shape is this one
+        shape = torch.Size(batch_shape) + self.event_shape
+        return IndependentBernoulli(
+            self.base_dist.logits.expand(shape),
+            self.reinterpreted_batch_ndims,
+            validate_args=self.__dict__.get("_validate_args"),
+        )
