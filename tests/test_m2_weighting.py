@@ -15,6 +15,9 @@ import torch
 from labelled_linear_gaussian import LabelledLinearGaussian
 from pyro.infer import TraceEnum_ELBO
 
+import pyrovae
+from pyrovae.components.datasets import load_splits
+from pyrovae.training import distributed
 from pyrovae.training.distributed import ELBOLoss, label_weights
 
 ALPHA = 0.7
@@ -113,3 +116,33 @@ def test_label_weights():
     assert label_weights(200, 100, "dataset", None) == (1.0, 1.0)
     assert label_weights(100, 100, "dataset", 0.002) == (1.0, 1.0)  # one kind only
     assert label_weights(100, 0, "dataset", 0.002) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("weighting", ["dataset", "batch"])
+def test_training_hands_the_loss_the_labelled_share_of_the_training_set(
+    weighting, monkeypatch, tmp_path
+):
+    seen = []
+
+    def recording(rows, labelled, chosen, fraction):
+        seen.append((rows, labelled, chosen, fraction))
+        return label_weights(rows, labelled, chosen, fraction)
+
+    monkeypatch.setattr(distributed, "label_weights", recording)
+    program = f"{{name='m2', latent=4, hidden=[32], classifier=[32], weighting='{weighting}'}}"
+    overrides = [
+        "data.name=digits",
+        "data.labelled=100",
+        f"model.program={program}",
+        "train.estimator=enum",
+        "train.batch_size=300",
+        "train.epochs=1",
+        "train.device=cpu",
+    ]
+    config = pyrovae.load_config(None, overrides)
+    pyrovae.train(config, out=tmp_path, quiet=True)
+    training_images = len(load_splits(config.data, torch.device("cpu")).train)
+    assert training_images == 1294  # 1194 unlabelled, 100 labelled
+    # 1194 unlabelled images: 3 steps of 300 + 100 and one of 294 + 100.
+    assert [(rows, labelled) for rows, labelled, _, _ in seen] == [(400, 100)] * 3 + [(394, 100)]
+    assert {(chosen, fraction) for _, _, chosen, fraction in seen} == {(weighting, 100 / 1294)}

@@ -103,7 +103,7 @@ class TrainingLoop:
         self.labels = self._training_labels(program, splits)
         # N_l / N: ELBOLoss weighs a step's labelled and unlabelled rows by their shares.
         self.labelled_fraction = (
-            None if self.labels is None else float((self.labels >= 0).float().mean())
+            None if self.labels is None else int((self.labels >= 0).sum()) / len(self.labels)
         )
         # forward(x, kl_weight) -> -ELBO summed over x; under DistributedDataParallel in torchrun
         self.loss_fn = group.loss_module(estimator, program)
