@@ -63,6 +63,7 @@ __all__ = [
     "ELBOLoss",
     "launch_from_env",
     "is_main_process",
+    "label_weights",
     "session",
 ]
 
@@ -138,34 +139,83 @@ class ELBOLoss(nn.Module):
         self._plain = plain_parameters(program)  # the optimizer holds the parameters: no sites
 
     def forward(
-        self, x: torch.Tensor, kl_weight: float = 1.0, y: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        kl_weight: float = 1.0,
+        y: torch.Tensor | None = None,
+        labelled_fraction: float | None = None,
     ) -> torch.Tensor:
         """Minus the bound summed over ``x``. With labels ``y`` (a program that uses labels;
-        -1 marks a hidden label) the labelled rows are scored with y observed, the others with
-        y unobserved, plus the program's ``auxiliary_loss`` on the labelled rows scaled by
-        ``len(x) / labelled``: alpha times the labelled rows' mean -log q(y|x) per datapoint."""
+        -1 marks a hidden label) see ``_labelled_loss``; ``labelled_fraction`` is the share of
+        the training set whose label is kept."""
         if len(x) == 0:
             return sum(p.sum() for p in self.program.parameters()) * 0.0
         with self._plain:
-            return self._loss(x, kl_weight, y)
+            return self._loss(x, kl_weight, y, labelled_fraction)
 
-    def _loss(self, x: torch.Tensor, kl_weight: float, y: torch.Tensor | None) -> torch.Tensor:
+    def _loss(
+        self,
+        x: torch.Tensor,
+        kl_weight: float,
+        y: torch.Tensor | None,
+        labelled_fraction: float | None = None,
+    ) -> torch.Tensor:
         model = weight_latents(self.program.model, kl_weight)
         guide = weight_latents(self.program.guide, kl_weight)
         if y is None:
             return differentiable_loss(self.elbo, model, guide, x)
+        return self._labelled_loss(model, guide, x, y, labelled_fraction)
+
+    def _labelled_loss(
+        self,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        labelled_fraction: float | None,
+    ) -> torch.Tensor:
+        """The labelled rows (``y >= 0``) scored with y observed, the others with y unobserved,
+        plus the program's ``auxiliary_loss`` on the labelled rows scaled by ``len(x) /
+        labelled``: alpha times the labelled rows' mean -log q(y|x) per datapoint.
+
+        The bounds' row weights are ``label_weights``: every row 1 (the batch's sum), or, when
+        the program's ``weighting`` is ``"dataset"`` and ``labelled_fraction`` f = N_l / N is
+        given, ``len(x) f / labelled`` for a labelled row and ``len(x) (1 - f) / unlabelled``
+        for an unlabelled one, so that the loss divided by ``len(x)`` is an unbiased estimate
+        of Kingma et al.'s objective per datapoint, (sum over the labelled training images of
+        -L(x, y) + sum over the unlabelled of -U(x)) / N + alpha E_labelled[-log q(y|x)]."""
         known = y >= 0
         labelled = int(known.sum())
+        unlabelled_weight, labelled_weight = label_weights(
+            len(x), labelled, getattr(self.program, "weighting", "batch"), labelled_fraction
+        )
         loss = x.new_zeros(())
         if labelled < len(x):
-            loss = loss + differentiable_loss(self.elbo, model, guide, x[~known])
+            unlabelled = differentiable_loss(self.elbo, model, guide, x[~known])
+            loss = loss + unlabelled * unlabelled_weight
         if labelled:
             x_known, y_known = x[known], y[known]
-            loss = loss + differentiable_loss(self.elbo, model, guide, x_known, y_known)
+            bound = differentiable_loss(self.elbo, model, guide, x_known, y_known)
+            loss = loss + bound * labelled_weight
             auxiliary = getattr(self.program, "auxiliary_loss", None)
             if auxiliary is not None:
                 loss = loss + auxiliary(x_known, y_known) * (len(x) / labelled)
         return loss
+
+
+def label_weights(
+    rows: int, labelled: int, weighting: str, labelled_fraction: float | None
+) -> tuple[float, float]:
+    """The weights of an unlabelled and of a labelled row's bound in a batch of ``rows`` with
+    ``labelled`` labelled ones: 1 and 1 (``weighting = "batch"``, or without the fraction),
+    else ``rows (1 - f) / unlabelled`` and ``rows f / labelled`` for ``f = labelled_fraction``
+    (``"dataset"``): the unlabelled rows' mean then weighs 1 - f and the labelled rows' f, their
+    shares of the training set. A batch of one kind only (a rank's share of a small batch under
+    torchrun) keeps weights 1."""
+    unlabelled = rows - labelled
+    if weighting != "dataset" or labelled_fraction is None or not (labelled and unlabelled):
+        return 1.0, 1.0
+    return rows * (1 - labelled_fraction) / unlabelled, rows * labelled_fraction / labelled
 
 
 @dataclass(frozen=True)

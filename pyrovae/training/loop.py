@@ -101,6 +101,10 @@ class TrainingLoop:
         self._check_estimator(estimator)
         # Labels of a program that uses them (-1: hidden), else None: the hot loop is unchanged.
         self.labels = self._training_labels(program, splits)
+        # N_l / N: ELBOLoss weighs a step's labelled and unlabelled rows by their shares.
+        self.labelled_fraction = (
+            None if self.labels is None else int((self.labels >= 0).sum()) / len(self.labels)
+        )
         # forward(x, kl_weight) -> -ELBO summed over x; under DistributedDataParallel in torchrun
         self.loss_fn = group.loss_module(estimator, program)
         self.kl_weight = kl_weight(0, cfg.beta, 0)
@@ -282,7 +286,9 @@ class TrainingLoop:
                     return self.loss_fn(batch, kl_weight=weight)
                 for message in _ENUMERATION_NOTES:  # the estimator chose: sample or sum out
                     warnings.filterwarnings("ignore", message=message, category=UserWarning)
-                return self.loss_fn(batch, kl_weight=weight, y=labels)
+                return self.loss_fn(
+                    batch, kl_weight=weight, y=labels, labelled_fraction=self.labelled_fraction
+                )
         except PyrovaeError:
             raise
         except (ValueError, RuntimeError) as error:
