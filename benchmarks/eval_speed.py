@@ -22,7 +22,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import add_timing_options, parse_timing_args  # noqa: E402
+from timing import add_timing_options, interleaved, parse_timing_args  # noqa: E402
 
 import pyrovae  # noqa: E402
 from pyrovae.components import blocked_likelihood  # noqa: E402
@@ -120,7 +119,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     blocked_likelihood.BLOCK_ELEMENTS = args.block_elements
-    clock = time.process_time if args.cpu_clock else time.perf_counter
     print(f"(load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())})")
 
     if args.run:
@@ -139,30 +137,27 @@ def main() -> None:
         f" {'lean' if args.lean else 'plain'} reference"
     )
 
-    times: dict[str, list[float]] = {"pyrovae": [], "reference": []}
-    ratios = []
-    for repeat in range(args.repeats):
-        order = ("pyrovae", "reference") if repeat % 2 == 0 else ("reference", "pyrovae")
-        for name in order:
-            torch.manual_seed(repeat)
-            started = clock()
-            if name == "pyrovae":
-                result = evaluate_model(vae, x, args.particles, args.chunk_size, seed=repeat)
-                values = {
-                    "log_likelihood": result.log_likelihood,
-                    "reconstruction": result.reconstruction,
-                    "kl": result.kl,
-                    "active_units": result.active_units,
-                }
-            else:
-                values = reference(vae, x, args.particles, args.chunk_size, args.lean)
-            times[name].append(clock() - started)
-            print(
-                f"  repeat {repeat} {name:9s} {times[name][-1]:7.2f} s   log p(x)"
-                f" {values['log_likelihood']:.3f}  recon {values['reconstruction']:.3f}"
-                f"  KL {values['kl']:.3f}  active {values['active_units']}"
-            )
-        ratios.append(times["pyrovae"][-1] / times["reference"][-1])
+    def run(name: str, repeat: int) -> dict:
+        torch.manual_seed(repeat)
+        if name == "reference":
+            return reference(vae, x, args.particles, args.chunk_size, args.lean)
+        result = evaluate_model(vae, x, args.particles, args.chunk_size, seed=repeat)
+        return {
+            "log_likelihood": result.log_likelihood,
+            "reconstruction": result.reconstruction,
+            "kl": result.kl,
+            "active_units": result.active_units,
+        }
+
+    def report(name: str, repeat: int, seconds: float, values: dict) -> None:
+        print(
+            f"  repeat {repeat} {name:9s} {seconds:7.2f} s   log p(x)"
+            f" {values['log_likelihood']:.3f}  recon {values['reconstruction']:.3f}"
+            f"  KL {values['kl']:.3f}  active {values['active_units']}"
+        )
+
+    times = interleaved(args.repeats, ["pyrovae", "reference"], run, report)
+    ratios = [a / b for a, b in zip(times["pyrovae"], times["reference"], strict=True)]
     print(
         f"median pyrovae {statistics.median(times['pyrovae']):.2f} s, reference"
         f" {statistics.median(times['reference']):.2f} s; median ratio"

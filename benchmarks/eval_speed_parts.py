@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 from eval_speed import CONFIG, reference
 from pyro import distributions as dist
-from timing import add_timing_options, parse_timing_args
+from timing import add_timing_options, interleaved, parse_timing_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -72,7 +71,6 @@ def main() -> None:
     args = parse_timing_args(parser)
     if args.threads:
         torch.set_num_threads(args.threads)
-    clock = time.process_time if args.cpu_clock else time.perf_counter
     print(f"(load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())})")
     config = pyrovae.load_config(CONFIG, [f"data.root={args.data_dir!r}"])
     torch.manual_seed(0)
@@ -83,20 +81,19 @@ def main() -> None:
         f"{len(x)} MNIST test datapoints, K = {args.particles}, {torch.get_num_threads()}"
         f" threads, {'CPU' if args.cpu_clock else 'wall'} clock"
     )
-    times: dict[str, list[float]] = {name: [] for name in [*variants, "reference"]}
-    for repeat in range(args.repeats):
-        names = list(times) if repeat % 2 == 0 else list(times)[::-1]
-        for name in names:
-            torch.manual_seed(repeat)
-            started = clock()
-            if name == "reference":
-                value = reference(vae, x, args.particles, 25_000)["log_likelihood"]
-            else:
-                with without(variants[name]):
-                    value = evaluate_model(vae, x, args.particles, seed=repeat).log_likelihood
-            times[name].append(clock() - started)
-            if repeat == 0:
-                print(f"  {name:18s} log p(x) {value:.5f}")
+
+    def run(name: str, repeat: int) -> float:
+        torch.manual_seed(repeat)
+        if name == "reference":
+            return reference(vae, x, args.particles, 25_000)["log_likelihood"]
+        with without(variants[name]):
+            return evaluate_model(vae, x, args.particles, seed=repeat).log_likelihood
+
+    def report(name: str, repeat: int, seconds: float, log_likelihood: float) -> None:
+        if repeat == 0:
+            print(f"  {name:18s} log p(x) {log_likelihood:.5f}")
+
+    times = interleaved(args.repeats, [*variants, "reference"], run, report)
     base = statistics.median(times["reference"])
     for name, values in times.items():
         median = statistics.median(values)

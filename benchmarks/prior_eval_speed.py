@@ -20,13 +20,13 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from timing import (
     add_timing_options,
     file_overrides,
+    interleaved,
     parse_timing_args,
     pyrovae_epochs,
     write_images,
@@ -71,7 +71,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.broadcast:
         _broadcast_scoring()
-    clock = time.process_time if args.cpu_clock else time.perf_counter
 
     config = pyrovae.load_config(args.config, [f"data.root={args.data_dir!r}"])
     standard = config.replace(['model.prior={name="standard_normal"}'])
@@ -90,19 +89,15 @@ def main() -> None:
         f" {torch.get_num_threads()} threads,"
         f" {'CPU' if args.cpu_clock else 'wall'} clock"
     )
-    times: dict[str, list[float]] = {"mixture": [], "standard": []}
-    ratios = []
-    for repeat in range(args.repeats):
-        order = ("mixture", "standard") if repeat % 2 == 0 else ("standard", "mixture")
-        for name in order:
-            started = clock()
-            result = evaluate_model(models[name], x, args.particles, seed=repeat)
-            times[name].append(clock() - started)
-            print(
-                f"  repeat {repeat} {name:8s} {times[name][-1]:7.2f} s"
-                f"   log p(x) {result.log_likelihood:.3f}"
-            )
-        ratios.append(times["mixture"][-1] / times["standard"][-1])
+
+    def run(name: str, repeat: int) -> float:
+        return evaluate_model(models[name], x, args.particles, seed=repeat).log_likelihood
+
+    def report(name: str, repeat: int, seconds: float, log_likelihood: float) -> None:
+        print(f"  repeat {repeat} {name:8s} {seconds:7.2f} s   log p(x) {log_likelihood:.3f}")
+
+    times = interleaved(args.repeats, ["mixture", "standard"], run, report)
+    ratios = [a / b for a, b in zip(times["mixture"], times["standard"], strict=True)]
     print(
         f"median {config.model.prior.name} {statistics.median(times['mixture']):.2f} s, standard"
         f" {statistics.median(times['standard']):.2f} s; median ratio"

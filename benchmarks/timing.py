@@ -19,6 +19,7 @@ import pyrovae
 from pyrovae.components.datasets import load_splits
 
 __all__ = [
+    "interleaved",
     "timed_epochs",
     "pyrovae_epochs",
     "write_images",
@@ -80,6 +81,26 @@ def binarize(train: torch.Tensor, generator: torch.Generator, lean: bool) -> tor
         return torch.bernoulli(train, generator=generator)
     draw = torch.rand(train.shape, generator=generator, dtype=train.dtype, device=train.device)
     return torch.lt(draw, train, out=draw)
+
+
+def interleaved(
+    repeats: int,
+    names: list[str],
+    run: Callable[[str, int], object],
+    report: Callable[[str, int, float, object], None] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds of ``run(name, repeat)`` for every name in each of ``repeats`` rounds, on the
+    timing clock (``use_cpu_clock``); the order reverses every other round, so that no name
+    always runs first. ``report(name, repeat, seconds, result)`` follows each run."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            started = _clock()
+            result = run(name, repeat)
+            times[name].append(_clock() - started)
+            if report is not None:
+                report(name, repeat, times[name][-1], result)
+    return times
 
 
 def timed_epochs(
