@@ -61,10 +61,8 @@ class IndependentBernoulli(LeanIndependent):
         cross_entropy = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
         return -_sum_rightmost(cross_entropy, self.reinterpreted_batch_ndims)
 
-    def expand(self, batch_shape, _instance=None) -> IndependentBernoulli:
-        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
-            return self  # distributions are immutable: the same shape is this one
-        shape = torch.Size(batch_shape) + self.event_shape
+    def _expanded(self, batch_shape: torch.Size, _instance=None) -> IndependentBernoulli:
+        shape = batch_shape + self.event_shape
         return IndependentBernoulli(
             self.base_dist.logits.expand(shape),
             self.reinterpreted_batch_ndims,

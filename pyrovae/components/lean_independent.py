@@ -22,4 +22,9 @@ class LeanIndependent(dist.Independent):
     def expand(self, batch_shape: torch.Size, _instance=None) -> dist.Independent:
         if _instance is None and torch.Size(batch_shape) == self.batch_shape:
             return self
+        return self._expanded(torch.Size(batch_shape), _instance)
+
+    def _expanded(self, batch_shape: torch.Size, _instance=None) -> dist.Independent:
+        """This distribution at another batch shape: ``Independent``'s ``expand``; a subclass
+        with a constructor of its own overrides this hook, not ``expand``."""
         return super().expand(batch_shape, _instance)
