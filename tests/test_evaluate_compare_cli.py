@@ -17,15 +17,6 @@ from tests.conftest import run_cli
 KEYS = {"elbo", "log_likelihood", "log_likelihood_stderr", "particles", "reconstruction", "kl"}
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A digits VAE trained for 2 epochs (a few seconds)."""
-    out = tmp_path_factory.mktemp("run") / "digits"
-    config = pyrovae.load_config(None, ["train.epochs=2", "train.device='cpu'"])
-    pyrovae.train(config, out=out, quiet=True)
-    return out
-
-
 def test_evaluate_json_matches_the_python_api(run_dir):
     result = run_cli("evaluate", str(run_dir), "--particles", "50", "--limit", "40", "--json")
     assert result.returncode == 0, result.stderr

@@ -145,14 +145,6 @@ def test_a_mixed_batch_is_its_labelled_and_unlabelled_parts(data):
     assert mixed.item() == pytest.approx((unlabelled + labelled + auxiliary).item(), abs=1e-4)
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def test_the_label_summed_log_likelihood_is_exact_with_the_exact_posterior(float64):
     program = LabelledLinearGaussian()
     pyro.set_rng_seed(0)

@@ -42,14 +42,6 @@ class Weighted(LabelledLinearGaussian):
         return marginal.log_prob(x) + self._prior_y().log_prob(y)
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _expected_step_loss(program: Weighted, x_u, x_l, y_l, unlabelled_batch, labelled_batch):
     """The mean, over every (unlabelled batch, labelled batch) pair, of the step's loss per
     datapoint (ELBOLoss's sum divided by the batch's size, as the training loop does)."""

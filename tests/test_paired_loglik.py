@@ -7,7 +7,6 @@ import importlib.util
 import subprocess
 import sys
 
-import pytest
 import torch
 
 import pyrovae
@@ -20,15 +19,6 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A digits VAE trained for 2 epochs (a few seconds)."""
-    out = tmp_path_factory.mktemp("run") / "digits"
-    config = pyrovae.load_config(None, ["train.epochs=2", "train.device='cpu'"])
-    pyrovae.train(config, out=out, quiet=True)
-    return out
 
 
 def scored(path) -> torch.Tensor:
