@@ -57,8 +57,11 @@ class IndependentBernoulli(LeanIndependent):
 
     def _cross_entropy(self, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """torch's ``Bernoulli.log_prob`` summed over the event, negated after the sum."""
-        logits, value = broadcast_all(logits, value)
+        if logits.shape != value.shape:
+            logits, value = broadcast_all(logits, value)
         cross_entropy = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+        if self.reinterpreted_batch_ndims == 1:
+            return -cross_entropy.sum(-1)  # _sum_rightmost's sum, without its reshape (a view)
         return -_sum_rightmost(cross_entropy, self.reinterpreted_batch_ndims)
 
     def _expanded(self, batch_shape: torch.Size, _instance=None) -> IndependentBernoulli:

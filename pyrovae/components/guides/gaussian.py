@@ -12,9 +12,8 @@ from pyro import distributions as dist
 from torch.distributions.utils import vec_to_tril_matrix
 
 from pyrovae.components.base import VariationalFamily
-from pyrovae.components.broadcast_normal import BroadcastNormal
 from pyrovae.components.guides import kl  # noqa: F401  (registers KL(MVN || diagonal normal) for TraceMeanField_ELBO)
-from pyrovae.components.lean_independent import LeanIndependent
+from pyrovae.components.independent_normal import IndependentNormal
 from pyrovae.registry import register
 
 __all__ = ["VariationalFamily", "DiagonalNormal", "FullNormal"]
@@ -32,7 +31,7 @@ class DiagonalNormal(VariationalFamily):
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         loc, raw_scale = params.split(self.latent_dim, dim=-1)
         scale = F.softplus(raw_scale) + self.min_scale
-        return LeanIndependent(BroadcastNormal(loc, scale), 1)  # per datapoint: fits its plate
+        return IndependentNormal(loc, scale)  # per datapoint: fits its plate
 
 
 @register("guide", "full_normal")

@@ -12,7 +12,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroParam
 
 from pyrovae.components.base import Prior
-from pyrovae.components.broadcast_normal import BroadcastNormal
+from pyrovae.components.independent_normal import IndependentNormal
 from pyrovae.components.priors.diagonal_mixture import DiagonalNormalMixture
 from pyrovae.registry import register
 
@@ -29,7 +29,7 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self) -> dist.TorchDistribution:
-        return BroadcastNormal(self.loc, self.scale).to_event(1)
+        return IndependentNormal(self.loc, self.scale)
 
 
 @register("prior", "learned_normal")
@@ -42,7 +42,7 @@ class LearnedNormal(Prior):
         self.scale = PyroParam(torch.ones(latent_dim), constraint=constraints.positive)
 
     def forward(self) -> dist.TorchDistribution:
-        return BroadcastNormal(self.loc, self.scale).to_event(1)
+        return IndependentNormal(self.loc, self.scale)
 
 
 @register("prior", "mixture")
