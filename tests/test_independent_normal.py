@@ -74,8 +74,11 @@ def test_the_unexpanded_scale_is_logged_once_per_dimension():
     assert prior.base_dist.scale.shape == (1000, 3)
 
 
-def test_validation_takes_torchs_path_and_refuses_a_bad_value():
+def test_validation_refuses_a_bad_value_as_torch_does():
     ours = IndependentNormal(*_params(3), validate_args=True)
+    value = torch.randn(3, dtype=torch.float64)
+    expected = dist.Normal(*_params(3)).to_event(1).log_prob(value)
+    torch.testing.assert_close(ours.log_prob(value), expected, **TOLERANCE)
     with pytest.raises(ValueError):
         ours.log_prob(torch.full((3,), float("nan"), dtype=torch.float64))
     with pytest.raises(ValueError):

@@ -10,7 +10,7 @@ the backward pass walks, at every latent site of every training step. The same d
 is four passes (a difference, a quotient, a square, a sum) plus a sum of ``log s``, taken on the
 parameters before any plate expanded them (``BroadcastNormal``'s), so a prior's ``log s`` is
 computed once per latent dimension, not once per datapoint. Equal to torch's to float rounding
-(``tests/test_independent_normal.py``); with Pyro's validation on it is torch's.
+(``tests/test_independent_normal.py``); Pyro's validation checks the value as torch's does.
 """
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ class IndependentNormal(LeanIndependent):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         n = self.reinterpreted_batch_ndims
-        if self._validate_args or n == 0:
-            return super().log_prob(value)  # torch's (with its checks of value and support)
+        if n == 0:
+            return super().log_prob(value)
+        if self.base_dist._validate_args:
+            self.base_dist._validate_sample(
+                value
+            )  # torch's checks of the value's shape and support
         loc, scale = self.base_dist._unexpanded
         standardized = (value - loc) / scale
         shape, event = standardized.shape, self.event_shape
