@@ -46,10 +46,8 @@ class IndependentNormal(LeanIndependent):
         n = self.reinterpreted_batch_ndims
         if n == 0:
             return super().log_prob(value)
-        if self.base_dist._validate_args:
-            self.base_dist._validate_sample(
-                value
-            )  # torch's checks of the value's shape and support
+        if self.base_dist._validate_args:  # torch's checks of the value's shape and support
+            self.base_dist._validate_sample(value)
         loc, scale = self.base_dist._unexpanded
         standardized = (value - loc) / scale
         shape, event = standardized.shape, self.event_shape
