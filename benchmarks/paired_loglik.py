@@ -9,8 +9,10 @@ errors, the training wall-clock and whether the validation curve has levelled of
 
 Every file holds ``log_likelihoods`` (one per test image, in test-set order), ``curve`` (one
 record per epoch with ``valid_elbo``) and ``summary`` (``train_seconds``, ``eval_seconds``,
-``k``, ``test_images``). Every file scores the test set from its first image on, so ``report``
-pairs the first N images of each (N: the fewest any file scored, or ``--limit``).
+``eval_cpu_seconds`` (the process's CPU time: all its threads), ``k``, ``test_images``,
+``threads``, ``load_average`` after the last block). Every file scores the test set from its
+first image on, so ``report`` pairs the first N images of each (N: the fewest any file scored,
+or ``--limit``).
 """
 
 from __future__ import annotations
@@ -48,16 +50,18 @@ def score(
     metrics = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
     curve = [{"epoch": m["epoch"], "valid_elbo": -m["valid_loss"]} for m in metrics]
     settings = {"k": k, "seed": seed, "block": block}
-    scored, eval_s = torch.zeros(0), 0.0
+    scored, eval_s, eval_cpu_s = torch.zeros(0), 0.0, 0.0
     if Path(out).exists():
         saved = torch.load(out)
         if saved.get("settings") == settings and saved["curve"] == curve:
             scored, eval_s = saved["log_likelihoods"], saved["summary"]["eval_seconds"]
+            eval_cpu_s = saved["summary"].get("eval_cpu_seconds", 0.0)
             print(f"resuming {out}: {len(scored)} test images scored", flush=True)
     for b in range(len(scored) // block, math.ceil(len(x) / block)):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = evaluate(run_dir, x=x[b * block : (b + 1) * block], particles=k, seed=seed + b)
         eval_s += time.perf_counter() - started
+        eval_cpu_s += time.process_time() - cpu_started
         scored = torch.cat([scored, torch.tensor(result.log_likelihoods)])
         summary = {
             "implementation": f"pyrovae ({run_dir})",
@@ -68,7 +72,9 @@ def score(
             "stderr": round(float(scored.double().std()) / math.sqrt(len(scored)), 3),
             "train_seconds": round(sum(m["epoch_seconds"] for m in metrics), 1),
             "eval_seconds": round(eval_s, 1),
+            "eval_cpu_seconds": round(eval_cpu_s, 1),
             "threads": torch.get_num_threads(),
+            "load_average": [round(v, 2) for v in os.getloadavg()],
         }
         print(json.dumps(summary), flush=True)
         payload = {"log_likelihoods": scored, "curve": curve, "summary": summary}

@@ -48,10 +48,17 @@ def test_blocks_use_seed_plus_block_and_resume_exactly(run_dir, tmp_path, capsys
     # interrupted after the first block, then resumed on a longer limit
     paired.score(str(run_dir), k=50, limit=16, seed=3, out=part, block=16)
     assert len(scored(part)) == 16
+    first = torch.load(part)["summary"]
     paired.score(str(run_dir), k=50, limit=40, seed=3, out=part, block=16)
     assert "resuming" in capsys.readouterr().out
     assert torch.equal(scored(part), scored(whole))
-    assert torch.load(part)["summary"]["test_images"] == 40
+    summary = torch.load(part)["summary"]
+    assert summary["test_images"] == 40
+    # the clocks add up over a resume: the resumed total includes the first call's block
+    assert summary["eval_seconds"] >= first["eval_seconds"]
+    assert summary["eval_cpu_seconds"] >= first["eval_cpu_seconds"]
+    assert summary["threads"] == torch.get_num_threads()
+    assert len(summary["load_average"]) == 3
 
 
 def recipe(*args: str) -> None:
