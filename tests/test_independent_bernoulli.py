@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro import distributions as dist
 
-from pyrovae.components.independent_bernoulli import IndependentBernoulli
+from pyrovae.components.independent_bernoulli import IndependentBernoulli, all_binary
 from pyrovae.components.likelihoods import Bernoulli
 
 
@@ -100,3 +100,47 @@ def test_expand_mean_and_samples_are_torchs():
 def test_the_bernoulli_likelihood_uses_it():
     likelihood = Bernoulli((1, 2, 3))
     assert isinstance(likelihood(_logits(4, 1, 2, 3)), IndependentBernoulli)
+
+
+# ------------------------------------------------------------ validation by float reductions
+ENTRIES = [0.0, 1.0, -0.0, 0.5, 1e-30, 1e-45, 1 - 6e-8, 2.0, -1.0, float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_all_binary_agrees_with_torchs_comparison(entry, dtype):
+    """One entry among binary ones: ``all_binary`` says what ``(x == 0) | (x == 1)`` says."""
+    x = _binary(4, 5).to(dtype)
+    x[2, 3] = entry
+    assert all_binary(x) == bool(((x == 0) | (x == 1)).all())
+    assert all_binary(x[:0]) and all_binary(x.long().clamp(0, 1))  # empty; not floating
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_validation_refuses_what_torch_refuses_with_torchs_error(entry):
+    logits, x = _logits(4, 5), _binary(4, 5)
+    x[1, 2] = entry
+    ours = IndependentBernoulli(logits, 1, validate_args=True)
+    theirs = dist.Bernoulli(logits=logits, validate_args=True).to_event(1)
+    torch.testing.assert_close(ours.support.check(x), theirs.support.check(x))
+    if bool(theirs.support.check(x).all()):
+        torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-12, atol=1e-12)
+    else:
+        for distribution in (ours, theirs):  # torch's message: the value, the support
+            with pytest.raises(ValueError, match="Expected value argument .* support"):
+                distribution.log_prob(x)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_validation_of_the_logits_is_torchs(bad):
+    logits = _logits(4, 5)
+    logits[0, 1] = bad
+    torch_refuses = bool(torch.isnan(logits).any())  # torch's ``real`` allows infinities
+    if torch_refuses:
+        with pytest.raises(ValueError, match="logits"):
+            IndependentBernoulli(logits, 1, validate_args=True)
+        with pytest.raises(ValueError, match="logits"):
+            dist.Bernoulli(logits=logits, validate_args=True)
+    else:
+        IndependentBernoulli(logits, 1, validate_args=True)
+        dist.Bernoulli(logits=logits, validate_args=True)

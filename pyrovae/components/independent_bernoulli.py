@@ -18,6 +18,11 @@ With autograd (a training step) it is torch's cross-entropy, summed over the pix
 negated: torch's ``Bernoulli.log_prob`` negates every pixel, one more pass over the step's
 largest tensor forward and backward; negation is exact, so the value and gradients are torch's
 bit for bit. A ``LeanIndependent``: a plate it already fits does not copy it.
+
+Under validation (Pyro's default in a user's SVI loop) torch checks the logits for NaN and x
+for 0/1 with comparisons that write a bool per pixel: 0.7 ms of a 13 ms SVI step of the
+784-400-50 VAE at batch 256. The same checks by float reductions (``all_binary``, ``_NotNaN``)
+cost a fifth of that; where a check fails, torch's runs and raises its own error.
 """
 
 from __future__ import annotations
@@ -25,11 +30,50 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pyro import distributions as dist
+from torch.distributions import constraints
 from torch.distributions.utils import _sum_rightmost, broadcast_all
 
 from pyrovae.components.lean_independent import LeanIndependent
 
 __all__ = ["IndependentBernoulli"]
+
+
+def all_binary(value: torch.Tensor) -> bool:
+    """``bool(((value == 0) | (value == 1)).all())`` by float reductions: torch's comparisons
+    write one bool per entry, 4-5x slower here (0.41 against 0.09 ms for 256 x 784). Within
+    [0, 1] an entry is 0 or 1 exactly when its fractional part is 0; NaN fails the bounds."""
+    if not value.is_floating_point() or value.numel() == 0:
+        return bool(((value == 0) | (value == 1)).all())
+    low, high = torch.aminmax(value)
+    return bool(low >= 0) and bool(high <= 1) and bool(value.frac().amax() == 0)
+
+
+class _NotNaN(constraints._Real):
+    """torch's ``real`` (no NaN), whose check of a valid float tensor is one reduction (NaN
+    propagates through ``amax``) and returns a True that broadcasts; torch's check otherwise,
+    so an invalid value gets torch's error."""
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        if value.is_floating_point() and value.numel() and not value.amax().isnan():
+            return torch.ones((), dtype=torch.bool, device=value.device)
+        return super().check(value)
+
+
+class _BinaryEvents(constraints._IndependentConstraint):
+    """``independent(boolean, n)`` checked by ``all_binary`` first (torch's check where that
+    fails, so an invalid value gets torch's error)."""
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        if all_binary(value):
+            batch = value.shape[: value.dim() - self.reinterpreted_batch_ndims]
+            return torch.ones(batch, dtype=torch.bool, device=value.device)
+        return super().check(value)
+
+
+class _Bernoulli(dist.Bernoulli):
+    """``dist.Bernoulli`` whose validation of its logits is ``_NotNaN``'s."""
+
+    arg_constraints = {"probs": constraints.unit_interval, "logits": _NotNaN()}
 
 
 class IndependentBernoulli(LeanIndependent):
@@ -38,15 +82,20 @@ class IndependentBernoulli(LeanIndependent):
     def __init__(
         self, logits: torch.Tensor, event_dims: int, validate_args: bool | None = None
     ) -> None:
-        base = dist.Bernoulli(logits=logits, validate_args=validate_args)
+        base = _Bernoulli(logits=logits, validate_args=validate_args)
         super().__init__(base, event_dims, validate_args=validate_args)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        """Binary events, checked by float reductions under validation (``_BinaryEvents``)."""
+        return _BinaryEvents(constraints.boolean, self.reinterpreted_batch_ndims)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logits = self.base_dist.logits
         if self._validate_args:
             self._validate_sample(value)
         grad = torch.is_grad_enabled() and (logits.requires_grad or value.requires_grad)
-        if grad or not bool(((value == 0) | (value == 1)).all()):
+        if grad or not all_binary(value):
             return self._cross_entropy(logits, value)  # torch's, soft targets included
         sign = 1 - 2 * value.to(logits.dtype)
         terms = torch.mul(logits, sign)  # (1 - 2x) l, broadcast as torch broadcasts them
