@@ -138,6 +138,17 @@ def main() -> None:
         curve.append(row)
         print(json.dumps(row), flush=True)
     train_s = saved["summary"]["train_seconds"] if a.load else time.perf_counter() - started
+    score_blocks(model, test, curve, train_s, a)
+
+
+def score_blocks(
+    model: nn.Module, test: torch.Tensor, curve: list, train_s: float, a: argparse.Namespace
+) -> None:
+    """Score ``test`` with ``model.log_likelihood(x, a.k, a.chunk)`` in blocks of ``a.block``
+    images (block b with the seed ``a.seed + b``; default one block that continues the random
+    stream), printing a summary and saving the weights, per-image log-likelihoods, ``curve``
+    and the summary to ``a.out`` after every block; with ``a.load``, resume the blocks an
+    interrupted call with the same settings saved in ``a.out``."""
     block = a.block or len(test)
     settings = {"k": a.k, "seed": a.seed, "block": a.block}
     ll, eval_s = torch.zeros(0), 0.0
