@@ -46,7 +46,6 @@ from pyrovae.cli.train import scale_to_budget  # noqa: E402
 from pyrovae.components.datasets import load_splits  # noqa: E402
 from pyrovae.config import Config  # noqa: E402
 
-PIXELS = 784
 #: sigma = softplus(raw) + MIN_SCALE in every Gaussian layer (pyrovae's default min_scale).
 MIN_SCALE = 1e-4
 #: The stable IAF step's gate is sigmoid(logit + GATE_BIAS) (Kingma et al. 2016; Pyro's 2.0).
@@ -164,14 +163,14 @@ class OneLayer(nn.Module):
     """p(z) p(x|z), q(z|x): z of ``latent_dim``, a standard normal or VampPrior prior, a
     diagonal normal or IAF guide, MLP encoder and decoder, a Bernoulli likelihood."""
 
-    def __init__(self, recipe: Config) -> None:
+    def __init__(self, recipe: Config, pixels: int) -> None:
         super().__init__()
         m = recipe.model
         self.dim, prior, guide = m.latent_dim, m.prior, m.guide
         self.context = guide.options["context_dim"] if guide.name == "iaf" else 0
         enc, dec = m.encoder.options, m.decoder.options
-        self.encoder = Net([PIXELS, *enc["hidden"], 2 * self.dim + self.context], enc["activation"])
-        self.decoder = Net([self.dim, *dec["hidden"], PIXELS], dec["activation"])
+        self.encoder = Net([pixels, *enc["hidden"], 2 * self.dim + self.context], enc["activation"])
+        self.decoder = Net([self.dim, *dec["hidden"], pixels], dec["activation"])
         self.flows = nn.ModuleList()
         if guide.name == "iaf":
             steps, hidden = guide.options["steps"], list(guide.options["hidden"])
@@ -179,7 +178,7 @@ class OneLayer(nn.Module):
         self.vamp = prior.name == "vamp"
         if self.vamp:
             o = prior.options
-            init = o["init_mean"] + o["init_std"] * torch.randn(o["components"], PIXELS)
+            init = o["init_mean"] + o["init_std"] * torch.randn(o["components"], pixels)
             self.pseudo_inputs = nn.Parameter(init)
             self.clamp = o["clamp"]
 
@@ -214,15 +213,15 @@ class TwoLayer(nn.Module):
     """Burda et al.'s two stochastic layers: p(z2) p(z1|z2) p(x|z1), q(z1|x) q(z2|z1), every
     conditional a diagonal normal from an MLP, p(x|z1) Bernoulli."""
 
-    def __init__(self, recipe: Config) -> None:
+    def __init__(self, recipe: Config, pixels: int) -> None:
         super().__init__()
         o = recipe.model.program.options
         self.dim1, self.dim2 = o["latent1"], o["latent2"]
         h1, h2, act = list(o["hidden1"]), list(o["hidden2"]), o["activation"]
-        self.encoder1 = Net([PIXELS, *h1, 2 * self.dim1], act)
+        self.encoder1 = Net([pixels, *h1, 2 * self.dim1], act)
         self.encoder2 = Net([self.dim1, *h2, 2 * self.dim2], act)
         self.decoder2 = Net([self.dim2, *h2[::-1], 2 * self.dim1], act)
-        self.decoder1 = Net([self.dim1, *h1[::-1], PIXELS], act)
+        self.decoder1 = Net([self.dim1, *h1[::-1], pixels], act)
 
     def log_weights(
         self, x: torch.Tensor, n: int, beta: float = 1.0, path: bool = False
@@ -244,12 +243,13 @@ class TwoLayer(nn.Module):
 
 
 class Twin(nn.Module):
-    """The recipe's model with its objective and its importance-sampled log-likelihood."""
+    """The recipe's model for images of ``pixels`` binary pixels (flattened), with its
+    objective and its importance-sampled log-likelihood."""
 
-    def __init__(self, recipe: Config) -> None:
+    def __init__(self, recipe: Config, pixels: int = 784) -> None:
         super().__init__()
         two = recipe.model.program.name == "two_layer"
-        self.model = TwoLayer(recipe) if two else OneLayer(recipe)
+        self.model = TwoLayer(recipe, pixels) if two else OneLayer(recipe, pixels)
         estimator = recipe.train.estimator
         self.objective, self.particles = estimator.name, estimator.options.get("particles", 1)
         if self.objective not in ("trace", "iwae", "dreg"):
@@ -403,7 +403,7 @@ def main() -> None:
     )
     test = test if a.test_limit is None else test[: a.test_limit]
     torch.manual_seed(a.seed)
-    twin = Twin(recipe)
+    twin = Twin(recipe, test.shape[1])
     if a.load:
         saved = torch.load(a.load)
         twin.load_state_dict(saved["state"])
