@@ -1,7 +1,8 @@
-"""The recipes of ``examples/reproduce/`` written by hand in PyTorch (plain ``torch.nn``, no
-Pyro, no pyrovae model code), trained for a wall-clock budget as the recipe's TOML says and
-scored like ``benchmarks/torch_vae_recipe.py``, so ``benchmarks/paired_loglik.py report``
-pairs each with the pyrovae run of the same recipe.
+"""Hand-written PyTorch twins of the examples/reproduce/ recipes, trained for a time budget.
+
+Plain ``torch.nn``, no Pyro, no pyrovae model code: each recipe trained for a wall-clock (or
+CPU-clock) budget as its TOML says and scored like ``benchmarks/torch_vae_recipe.py``, so
+``benchmarks/paired_loglik.py report`` pairs it with the pyrovae run of the same recipe.
 
     OMP_NUM_THREADS=1 python benchmarks/torch_recipes.py examples/reproduce/tucker_dreg.toml \\
         --data-dir ../shared/data --seconds 240 --cpu-clock --budget 0.003 --block 1000 \\
@@ -42,7 +43,7 @@ from torch.distributions import Normal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from torch_vae_recipe import score_blocks  # noqa: E402
+from torch_vae_recipe import add_scoring_arguments, score_blocks  # noqa: E402
 
 import pyrovae  # noqa: E402  (the config reader and the data splits only)
 from pyrovae.cli.train import scale_to_budget  # noqa: E402
@@ -398,18 +399,7 @@ def main() -> None:
         " core), so that other jobs on a loaded machine do not shorten the budget",
     )
     p.add_argument("--budget", type=float, help="scale the recipe's epochs as pyrovae --budget")
-    p.add_argument("--k", type=int, default=5000)
-    p.add_argument("--test-limit", type=int, help="score the first N test images (default all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk", type=int, default=500, help="importance samples per pass")
-    p.add_argument("--out", help="save the weights, per-image log-likelihoods and curves here")
-    p.add_argument("--load", help="score the weights an earlier --out saved (no training)")
-    p.add_argument(
-        "--block",
-        type=int,
-        help="score and save this many test images at a time, block b with the seed seed + b;"
-        " with --load, resume the blocks an interrupted call saved in --out",
-    )
+    add_scoring_arguments(p)
     a = p.parse_args()
     recipe = read_recipe(a.recipe, a.overrides, a.budget, a.data_dir)
     splits = load_splits(recipe.data, torch.device("cpu"))
