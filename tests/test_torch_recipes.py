@@ -142,3 +142,15 @@ def test_the_warm_up_is_pyrovae_s():
 
     assert all(torch_recipes.kl_weight(s, 30) == kl_weight(s, 1.0, 30) for s in range(40))
     assert torch_recipes.kl_weight(0, 0) == 1.0
+
+
+def test_training_stops_within_the_time_budget_mid_epoch():
+    """With a clock that advances one second per reading (the epoch's start, one before each
+    step, one at the end), a budget of 5.5 s takes 5 steps of 10 of the 100 images; the curve
+    records the half epoch done, the time spent is the end's reading, 7."""
+    recipe = tiny_recipe("burda_1layer_vae_k1", "train.batch_size=10")
+    twin = torch_recipes.Twin(recipe, pixels=64)
+    x = torch.rand(100, 64)
+    ticks = iter(range(1000))
+    curve, spent, _ = torch_recipes.train(twin, recipe, x, x[:20], 5.5, lambda: next(ticks))
+    assert len(curve) == 1 and curve[0]["fraction"] == 0.5 and spent == 7
