@@ -154,3 +154,22 @@ def test_training_stops_within_the_time_budget_mid_epoch():
     ticks = iter(range(1000))
     curve, spent, _ = torch_recipes.train(twin, recipe, x, x[:20], 5.5, lambda: next(ticks))
     assert len(curve) == 1 and curve[0]["fraction"] == 0.5 and spent == 7
+
+
+def test_train_cpu_clock_is_pyrovae_train_timed_in_cpu_seconds(tmp_path):
+    """benchmarks/train_cpu_clock.py: the same run as ``pyrovae train`` (seeded: the same
+    losses), with ``epoch_seconds`` in CPU seconds."""
+    import json
+    import subprocess
+
+    out = tmp_path / "run"
+    args = ["--config", str(REPO / "examples/reproduce/burda_1layer_vae_k1.toml"), "--quiet"]
+    args += ["--device", "cpu", "data.name=digits", "train.epochs=1", "--out", str(out)]
+    env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    script = str(REPO / "benchmarks" / "train_cpu_clock.py")
+    result = subprocess.run([sys.executable, script, *args], capture_output=True, env=env)
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    recipe = pyrovae.load_config(args[1], ["data.name=digits", "train.epochs=1", *DIGITS[2:]])
+    expected = pyrovae.train(recipe, out=tmp_path / "plain", quiet=True).metrics[0]
+    assert record["train_loss"] == expected["train_loss"] and record["epoch_seconds"] > 0
