@@ -17,9 +17,9 @@ Bernoulli likelihood; the objective (``trace``: the ELBO averaged over particles
 the KL warm-up (linear over ``warmup_epochs``' steps), the ``burda`` or constant schedule,
 early stopping on the validation ELBO (``patience``), the best epoch scored. Training stops at
 the recipe's epochs or after ``--seconds`` of training steps (validation not counted, as in
-pyrovae's ``epoch_seconds``; ``--cpu-clock``: the process's CPU seconds), possibly within an
-epoch. The data are pyrovae's own splits (``load_splits``), training images binarized afresh
-every epoch.
+pyrovae's ``epoch_seconds``; ``--cpu-clock``: the process's CPU seconds, to match a run of
+``benchmarks/train_cpu_clock.py``), possibly within an epoch. The data are pyrovae's own
+splits (``load_splits``), training images binarized afresh every epoch.
 
 The parameters carry pyrovae's names (``encoder.layers.0.weight``, ``flows.0.nn.permutation``,
 ...): ``load_pyrovae_state`` loads a pyrovae model's weights into the twin.
