@@ -81,23 +81,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--k", type=int, default=5000)
-    p.add_argument("--test-limit", type=int, help="score the first N test images (default all)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=400)
     p.add_argument("--z", type=int, default=50)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--chunk", type=int, default=500, help="importance samples per pass")
-    p.add_argument("--out", help="save the weights, per-image log-likelihoods and curves here")
-    p.add_argument("--load", help="score the weights an earlier --out saved (no training)")
-    p.add_argument(
-        "--block",
-        type=int,
-        help="score and save this many test images at a time, block b with the seed seed + b;"
-        " with --load, resume the blocks an interrupted call saved in --out (default: one block"
-        " that continues the training's random stream)",
-    )
+    add_scoring_arguments(p)
     a = p.parse_args()
 
     config = pyrovae.load_config(
@@ -138,6 +126,34 @@ def main() -> None:
         curve.append(row)
         print(json.dumps(row), flush=True)
     train_s = saved["summary"]["train_seconds"] if a.load else time.perf_counter() - started
+    score_blocks(model, test, curve, train_s, a)
+
+
+def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``score_blocks`` reads (and ``--seed``, the training's seed too)."""
+    p.add_argument("--k", type=int, default=5000)
+    p.add_argument("--test-limit", type=int, help="score the first N test images (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, default=500, help="importance samples per pass")
+    p.add_argument("--out", help="save the weights, per-image log-likelihoods and curves here")
+    p.add_argument("--load", help="score the weights an earlier --out saved (no training)")
+    p.add_argument(
+        "--block",
+        type=int,
+        help="score and save this many test images at a time, block b with the seed seed + b;"
+        " with --load, resume the blocks an interrupted call saved in --out (default: one block"
+        " that continues the training's random stream)",
+    )
+
+
+def score_blocks(
+    model: nn.Module, test: torch.Tensor, curve: list, train_s: float, a: argparse.Namespace
+) -> None:
+    """Score ``test`` with ``model.log_likelihood(x, a.k, a.chunk)`` in blocks of ``a.block``
+    images (block b with the seed ``a.seed + b``; default one block that continues the random
+    stream), printing a summary and saving the weights, per-image log-likelihoods, ``curve``
+    and the summary to ``a.out`` after every block; with ``a.load``, resume the blocks an
+    interrupted call with the same settings saved in ``a.out``."""
     block = a.block or len(test)
     settings = {"k": a.k, "seed": a.seed, "block": a.block}
     ll, eval_s = torch.zeros(0), 0.0
