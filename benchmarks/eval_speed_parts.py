@@ -4,8 +4,9 @@ any, and the plain hand-written reference, interleaved; medians and ratios to th
 
 The paths: ``blocks`` (``components/blocked_likelihood.py``: decoder and likelihood on
 cache-sized blocks of particles), ``bernoulli`` (``components/independent_bernoulli.py``: the
-Bernoulli log-density in three passes), ``normal`` (``components/broadcast_normal.py``: Normal
-log-densities and KL on the parameters before the plates expand them). Every variant prints its
+Bernoulli log-density in three passes), ``normal`` (``components/independent_normal.py`` and
+``broadcast_normal.py``: the Normal log-density summed as it goes and the KL, on the parameters
+before the plates expand them). Every variant prints its
 log p(x): they agree to float rounding.
 
     OMP_NUM_THREADS=1 python benchmarks/eval_speed_parts.py --data-dir ../shared/data --threads 1 \\
@@ -30,7 +31,7 @@ from timing import add_timing_options, interleaved, parse_timing_args
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyrovae  # noqa: E402
-from pyrovae.components import blocked_likelihood, broadcast_normal  # noqa: E402
+from pyrovae.components import blocked_likelihood  # noqa: E402
 from pyrovae.components.guides import gaussian as guides  # noqa: E402
 from pyrovae.components.likelihoods import Bernoulli  # noqa: E402
 from pyrovae.components.priors import gaussian as priors  # noqa: E402
@@ -43,21 +44,25 @@ def _torch_bernoulli(self, params):
     return dist.Bernoulli(logits=params).to_event(len(self.x_shape))
 
 
+def _torch_normal(loc, scale):
+    return dist.Normal(loc, scale).to_event(1)
+
+
 @contextmanager
 def without(paths: tuple[str, ...]) -> Iterator[None]:
     """Switch the named speed paths off (torch's own distributions, no blocks)."""
-    saved = (blocked_likelihood.BLOCK_ELEMENTS, Bernoulli.forward, guides.BroadcastNormal)
+    saved = (blocked_likelihood.BLOCK_ELEMENTS, Bernoulli.forward, guides.IndependentNormal)
     if "blocks" in paths:
         blocked_likelihood.BLOCK_ELEMENTS = 10**15
     if "bernoulli" in paths:
         Bernoulli.forward = _torch_bernoulli
     if "normal" in paths:
-        guides.BroadcastNormal = priors.BroadcastNormal = dist.Normal
+        guides.IndependentNormal = priors.IndependentNormal = _torch_normal
     try:
         yield
     finally:
         blocked_likelihood.BLOCK_ELEMENTS, Bernoulli.forward = saved[:2]
-        guides.BroadcastNormal = priors.BroadcastNormal = broadcast_normal.BroadcastNormal
+        guides.IndependentNormal = priors.IndependentNormal = saved[2]
 
 
 def main() -> None:
