@@ -15,10 +15,10 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from timing import interleaved, use_cpu_clock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    use_cpu_clock()
     models = {run: load_run(run)[1] for run in args.runs}
     config = load_run(args.runs[0])[0]
     x = pyrovae.load_splits(config.data, torch.device("cpu")).test[: args.limit]
@@ -43,17 +44,19 @@ def main() -> None:
         f"{len(x)} MNIST test images, K = {args.particles}, {torch.get_num_threads()} threads,"
         f" CPU clock; load average at start {os.getloadavg()}"
     )
-    times: dict[str, list[float]] = {run: [] for run in args.runs}
-    for repeat in range(args.repeats):
-        for run in args.runs if repeat % 2 == 0 else args.runs[::-1]:
-            started = time.process_time()
-            result = evaluate_model(models[run], x, args.particles, seed=repeat)
-            times[run].append(time.process_time() - started)
-            print(
-                f"  repeat {repeat} {run:20s} {times[run][-1]:6.2f} s"
-                f"   log p(x) {result.log_likelihood:.3f}",
-                flush=True,
-            )
+
+    def report(run: str, repeat: int, seconds: float, result) -> None:
+        print(
+            f"  repeat {repeat} {run:20s} {seconds:6.2f} s   log p(x) {result.log_likelihood:.3f}",
+            flush=True,
+        )
+
+    times = interleaved(
+        args.repeats,
+        args.runs,
+        lambda run, repeat: evaluate_model(models[run], x, args.particles, seed=repeat),
+        report,
+    )
     base = args.runs[-1]
     for run in args.runs:
         ratios = [a / b for a, b in zip(times[run], times[base], strict=True)]
