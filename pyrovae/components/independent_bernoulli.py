@@ -95,7 +95,8 @@ class IndependentBernoulli(LeanIndependent):
         if self._validate_args:
             self._validate_sample(value)
         grad = torch.is_grad_enabled() and (logits.requires_grad or value.requires_grad)
-        if grad or not all_binary(value):
+        # x binary: validation (above) refused any other x; else checked here, after grad
+        if grad or not (self._validate_args or all_binary(value)):
             return self._cross_entropy(logits, value)  # torch's, soft targets included
         sign = 1 - 2 * value.to(logits.dtype)
         terms = torch.mul(logits, sign)  # (1 - 2x) l, broadcast as torch broadcasts them
