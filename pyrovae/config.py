@@ -149,6 +149,12 @@ class TrainConfig:
     min_delta: float = _option(
         0.0, "early stopping: the least decrease of the validation loss that counts (nats)", 0.0
     )
+    max_seconds: float = _option(
+        0.0,
+        "time budget: stop at the end of the first epoch at which the run's training seconds"
+        " (validation not counted, summed over resumes) reach this; 0: off",
+        0.0,
+    )
     clip_norm: float = _option(0.0, "clip the gradient's global norm to this; 0: off", 0.0)
     max_bad_steps: int = _option(
         20, "stop after this many steps in a row with a non-finite loss or gradient", 1

@@ -18,6 +18,7 @@ This file proves:
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -265,3 +266,39 @@ def test_bad_schedule_options_are_one_line_config_errors(tmp_path, schedule, mes
         pyrovae.train(tiny("train.epochs=1", f"train.schedule={schedule}"), out=tmp_path / "r")
     assert "\n" not in str(error.value)
     assert not (tmp_path / "r" / "config.toml").exists()  # refused before anything is written
+
+
+@pytest.fixture
+def one_second_epochs(monkeypatch):
+    """The loop's clock advanced by 1 s a reading: every epoch takes 1.0 s of training."""
+    readings = iter(range(10_000))
+    clock = SimpleNamespace(perf_counter=lambda: float(next(readings)))
+    monkeypatch.setattr(loop_module, "time", clock)
+
+
+def test_the_time_budget_stops_at_the_first_epoch_that_reaches_it(tmp_path, one_second_epochs):
+    config = tiny("train.epochs=8", "train.max_seconds=2.5", "train.checkpoint_every=10")
+    run = pyrovae.train(config, out=tmp_path / "r", quiet=True)
+    assert [m["epoch_seconds"] for m in run.metrics] == [1.0, 1.0, 1.0]
+    assert run.metrics[-1]["stopped"] == (
+        "time budget: 3.0 s of training reached train.max_seconds = 2.5"
+    )
+    assert "stopped" not in run.metrics[-2]
+    assert load_checkpoint(tmp_path / "r" / CHECKPOINT_FILE)["epoch"] == 3  # saved at the stop
+    with pytest.raises(ConfigError, match=r"trained 3\.0 s.*max_seconds=S with S > 3\.0, or 0"):
+        pyrovae.resume(tmp_path / "r")
+    # A larger budget goes on, counting the seconds already spent: 2 more epochs to reach 5.
+    go_on = pyrovae.resume(tmp_path / "r", ["train.max_seconds=5"], quiet=True)
+    assert [m["epoch"] for m in go_on.metrics] == [1, 2, 3, 4, 5]
+    unlimited = pyrovae.resume(tmp_path / "r", ["train.max_seconds=0"], quiet=True)
+    assert len(unlimited.metrics) == 8 and "stopped" not in unlimited.metrics[-1]
+
+
+def test_early_stopping_names_itself_when_both_stop_the_same_epoch(
+    tmp_path, forced_curve, one_second_epochs
+):
+    config = tiny(
+        "train.epochs=8", "train.patience=3", "train.min_delta=0.5", "train.max_seconds=5"
+    )
+    run = pyrovae.train(config, out=tmp_path / "r", quiet=True)
+    assert len(run.metrics) == 5 and run.metrics[-1]["stopped"].startswith("early stopping")

@@ -250,6 +250,14 @@ class Group:
             dist.all_reduce(total, op=dist.ReduceOp.SUM, group=self.control)
         return total
 
+    def main_value(self, value: float) -> float:
+        """Rank 0's ``value`` on every rank (one ``all_reduce``), so that a decision made from
+        it (the time budget) is the same on all."""
+        if not self.distributed:
+            return value
+        mine = value if self.is_main else 0.0
+        return float(self.sum(torch.tensor(mine, dtype=torch.float64, device=self.device)))
+
     def all_finite(self, values: torch.Tensor) -> bool:
         """Whether ``values`` are finite on every rank (one ``all_reduce``), so that all ranks
         skip a step or take it together."""

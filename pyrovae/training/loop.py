@@ -5,9 +5,9 @@ The ELBO runs as a ``torch.nn.Module`` (``distributed.ELBOLoss``, under
 the first batch (shapes, supports, reparameterization) and is then switched off for the hot
 loop; the data stays on the device and batches are index slices. A step with a non-finite loss
 or gradient is skipped on every rank together (``step_guard.StepGuard``). After validation, each
-epoch steps the learning-rate schedule (``schedules``) and counts towards early stopping
-(``stopping``); checkpoints are written at epoch ends by rank 0, and ``restore`` takes up the
-state one of them holds (``resume``).
+epoch steps the learning-rate schedule (``schedules``) and counts towards early stopping and the
+time budget (``stopping``); checkpoints are written at epoch ends by rank 0, and ``restore``
+takes up the state one of them holds (``resume``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pyrovae.training.resume import restore_schedule
 from pyrovae.training.rng import capture_rng, restore_rng
 from pyrovae.training.schedules import build_schedule, current_lr, step_schedule
 from pyrovae.training.step_guard import StepGuard
-from pyrovae.training.stopping import EarlyStopping
+from pyrovae.training.stopping import EarlyStopping, TimeBudget
 
 __all__ = ["TrainingLoop", "kl_weight"]
 
@@ -90,6 +90,7 @@ class TrainingLoop:
         self.trainable = parameters  # what the step guard checks, listed once
         self.schedule = build_schedule(cfg, self.optimizer)  # stepped once per epoch
         self.stopping = EarlyStopping(cfg.patience, cfg.min_delta)
+        self.budget = TimeBudget(cfg.max_seconds)
         estimator = build(
             "estimator",
             cfg.estimator.name,
@@ -179,7 +180,8 @@ class TrainingLoop:
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
                 started = time.perf_counter()
                 train_loss = self._epoch(bar, epoch)
-                seconds = time.perf_counter() - started
+                # rank 0's on every rank: the records, and the time budget's verdict, agree
+                seconds = self.group.main_value(time.perf_counter() - started)
                 skipped = self.guard.end_epoch(epoch)  # equal on every rank: verdicts agree
                 self.program.eval()
                 valid_loss = self._validation_loss()
@@ -201,10 +203,13 @@ class TrainingLoop:
                     "epoch_seconds": seconds,
                 }
                 step_schedule(self.schedule, valid_loss)  # the next epoch's lr
+                metrics.append(record)
                 stop = self.stopping.update(epoch, valid_loss)
                 if stop:
                     record["stopped"] = self.stopping.reason()
-                metrics.append(record)
+                elif self.budget.exhausted(metrics):
+                    stop = True
+                    record["stopped"] = self.budget.reason(metrics)
                 self.epoch = epoch
                 self._end_epoch(directory, record, stop)
                 bar.set_postfix(epoch=epoch, loss=f"{train_loss:.2f}", valid=f"{valid_loss:.2f}")
@@ -214,10 +219,10 @@ class TrainingLoop:
 
     def _end_epoch(self, directory: Path, record: dict[str, Any], stop: bool) -> None:
         """Append the epoch's metrics and, every ``checkpoint_every`` epochs, at the end and
-        when early stopping ``stop``s the run, write the last checkpoint, and the best one if
-        this epoch's validation loss is the lowest so far (with early stopping on, at any
-        epoch, else among the checkpointed ones). Rank 0 writes; a ``CheckpointError`` there is
-        raised on every rank."""
+        when early stopping or the time budget ``stop``s the run, write the last checkpoint,
+        and the best one if this epoch's validation loss is the lowest so far (with early
+        stopping on, at any epoch, else among the checkpointed ones). Rank 0 writes; a
+        ``CheckpointError`` there is raised on every rank."""
         cfg = self.config.train
         save = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs or stop
         lowest = record["valid_loss"] < self.best_valid_loss
@@ -335,3 +340,10 @@ class TrainingLoop:
         self.guard.in_a_row = payload["bad_steps_in_row"]
         restore_rng(payload["rng"], self.generator)
         restore_schedule(self.schedule, self.stopping, payload, self.config.train)
+        if self.budget.exhausted(self.metrics):
+            spent = self.budget.spent(self.metrics)
+            raise ConfigError(
+                f"cannot resume: the run has trained {spent:.1f} s and train.max_seconds is"
+                f" {self.budget.seconds:g}; pass train.max_seconds=S with S > {spent:.1f}, or 0,"
+                " to train it further"
+            )

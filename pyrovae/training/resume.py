@@ -80,6 +80,7 @@ RESUMABLE_KEYS = (
     "train.dist_timeout",
     "train.patience",
     "train.min_delta",
+    "train.max_seconds",
     "data.root",
     "data.download",
 )

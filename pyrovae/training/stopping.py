@@ -1,4 +1,5 @@
-"""Early stopping on the validation loss (``train.patience``, ``train.min_delta``).
+"""Early stopping on the validation loss (``train.patience``, ``train.min_delta``), and the
+time budget (``train.max_seconds``).
 
 An epoch improves when its validation loss is below the best so far by more than ``min_delta``;
 the run stops after ``patience`` epochs in a row without an improvement (0: never). The counters
@@ -15,7 +16,7 @@ from typing import Any
 
 from pyrovae.errors import CheckpointError
 
-__all__ = ["EarlyStopping"]
+__all__ = ["EarlyStopping", "TimeBudget"]
 
 
 @dataclass
@@ -65,3 +66,26 @@ class EarlyStopping:
         written before early stopping existed)."""
         for epoch, loss in enumerate(losses, 1):
             self.update(epoch, loss)
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """``train.max_seconds``: the run stops at the end of the first epoch at which its training
+    seconds (the ``epoch_seconds`` of its metrics records, over every resume; validation not
+    counted) reach ``seconds``; 0: no budget."""
+
+    seconds: float
+
+    @staticmethod
+    def spent(metrics: Iterable[Mapping[str, Any]]) -> float:
+        return sum(record.get("epoch_seconds", 0.0) for record in metrics)
+
+    def exhausted(self, metrics: Iterable[Mapping[str, Any]]) -> bool:
+        return self.seconds > 0 and self.spent(metrics) >= self.seconds
+
+    def reason(self, metrics: Iterable[Mapping[str, Any]]) -> str:
+        """Why the run stopped, in words (for the metrics and the summary)."""
+        return (
+            f"time budget: {self.spent(metrics):.1f} s of training reached train.max_seconds ="
+            f" {self.seconds:g}"
+        )
