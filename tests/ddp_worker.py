@@ -41,5 +41,6 @@ with session(config.train) as group:
         "train_loss": [m["train_loss"] for m in run.metrics],
         "valid_loss": [m["valid_loss"] for m in run.metrics],
         "skipped_steps": [m["skipped_steps"] for m in run.metrics],
+        "epoch_seconds": [m["epoch_seconds"] for m in run.metrics],
     }
     torch.save(result, out / f"{os.environ.get('RANK', 'single')}.pt")

@@ -221,6 +221,10 @@ def test_two_processes_match_one_on_the_same_global_batches(noise_free_runs):
     for rank in ranks:
         for metric in ("train_loss", "valid_loss"):
             assert rank[metric] == pytest.approx(reference[metric], rel=1e-6)
+    # Every rank records rank 0's epoch times, so a time budget (train.max_seconds) stops
+    # them all after the same epoch.
+    assert ranks[0]["epoch_seconds"] == ranks[1]["epoch_seconds"]
+    assert ranks[0]["epoch_seconds"] == [m["epoch_seconds"] for m in read_metrics(two / "run")]
     assert len(read_metrics(two / "run")) == 2  # rank 0 alone wrote the metrics
     assert not any((two / "run").glob(".*.tmp"))
 
