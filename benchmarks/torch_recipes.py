@@ -18,8 +18,9 @@ the KL warm-up (linear over ``warmup_epochs``' steps), the ``burda`` or constant
 early stopping on the validation ELBO (``patience``), the best epoch scored. Training stops at
 the recipe's epochs or after ``--seconds`` of training steps (validation not counted, as in
 pyrovae's ``epoch_seconds``; ``--cpu-clock``: the process's CPU seconds, to match a run of
-``benchmarks/train_cpu_clock.py``), possibly within an epoch. The data are pyrovae's own
-splits (``load_splits``), training images binarized afresh every epoch.
+``benchmarks/train_cpu_clock.py``), possibly within an epoch, or, with ``train.max_seconds=S``
+as on pyrovae's side, at the end of the first epoch whose training seconds reach S. The data are
+pyrovae's own splits (``load_splits``), training images binarized afresh every epoch.
 
 The parameters carry pyrovae's names (``encoder.layers.0.weight``, ``flows.0.nn.permutation``,
 ...): ``load_pyrovae_state`` loads a pyrovae model's weights into the twin.
@@ -326,9 +327,9 @@ def train(
     seconds: float,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[list[dict], float, dict]:
-    """Adam steps on the objective until the recipe's epochs, early stopping, or ``seconds`` of
-    training on ``clock``; returns the curve, the training seconds and the best epoch's
-    weights."""
+    """Adam steps on the objective until the recipe's epochs, early stopping, its time budget
+    (``train.max_seconds``) or ``seconds`` of training on ``clock``; returns the curve, the
+    training seconds and the best epoch's weights."""
     t = recipe.train
     opt = torch.optim.Adam(twin.parameters(), lr=t.lr, eps=t.adam_eps)
     steps_per_epoch = math.ceil(len(train_x) / t.batch_size)
@@ -364,6 +365,8 @@ def train(
         if valid_elbo > best:
             best, best_epoch, best_state = valid_elbo, epoch, copy.deepcopy(twin.state_dict())
         if seen < len(x_epoch) or (t.patience > 0 and epoch - best_epoch >= t.patience):
+            break
+        if 0 < t.max_seconds <= spent:  # pyrovae's time budget: whole epochs
             break
     return curve, spent, best_state
 

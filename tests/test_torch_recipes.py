@@ -156,6 +156,20 @@ def test_training_stops_within_the_time_budget_mid_epoch():
     assert len(curve) == 1 and curve[0]["fraction"] == 0.5 and spent == 7
 
 
+def test_the_recipes_time_budget_ends_whole_epochs_as_pyrovae_s():
+    """``train.max_seconds = 15`` with the same clock: an epoch of 10 steps spends 11 s (its
+    readings 0..11), so the run stops at the end of the 2nd epoch (22 s), whole, as pyrovae's
+    loop does."""
+    recipe = tiny_recipe(
+        "burda_1layer_vae_k1", "train.batch_size=10", "train.epochs=5", "train.max_seconds=15"
+    )
+    twin = torch_recipes.Twin(recipe, pixels=64)
+    x = torch.rand(100, 64)
+    ticks = iter(range(1000))
+    curve, spent, _ = torch_recipes.train(twin, recipe, x, x[:20], math.inf, lambda: next(ticks))
+    assert [row["fraction"] for row in curve] == [1.0, 1.0] and spent == 22
+
+
 def test_train_cpu_clock_is_pyrovae_train_timed_in_cpu_seconds(tmp_path):
     """benchmarks/train_cpu_clock.py: the same run as ``pyrovae train`` (seeded: the same
     losses), with ``epoch_seconds`` in CPU seconds."""
