@@ -31,6 +31,10 @@ TINY_MODELS = {
         "model.program={name='two_layer', latent1=4, latent2=2, hidden1=[16, 16],"
         " hidden2=[8, 8], activation='tanh'}"
     ],
+    "burda_2layer_vae_k5": [  # the ELBO averaged over 5 particles, two layers
+        "model.program={name='two_layer', latent1=4, latent2=2, hidden1=[16, 16],"
+        " hidden2=[8, 8], activation='tanh'}"
+    ],
     "tomczak_vampprior": [
         "model.latent_dim=4",
         "model.prior={name='vamp', components=7, init_mean=0.05, init_std=0.01, clamp=true}",
@@ -78,8 +82,9 @@ def twin_name(key: str) -> str:
 @pytest.mark.parametrize("name", list(TINY_MODELS))
 @pytest.mark.parametrize("beta", [1.0, 0.3])
 def test_objective_and_gradients_equal_pyrovae_with_the_same_seed(name, beta, float64):
-    """trace (1 particle), IWAE (k = 5, one and two layers), DReG (k = 64), the VampPrior and
-    IAF: the loss and every parameter's gradient, at a KL weight (warm-up) or without."""
+    """trace (1 particle; 5 with two layers), IWAE (k = 5, one and two layers), DReG (k = 64),
+    the VampPrior and IAF: the loss and every parameter's gradient, at a KL weight (warm-up) or
+    without."""
     recipe = tiny_recipe(name)
     program = build_program(recipe.model, (1, 8, 8))
     twin = twin_of(recipe, program)
