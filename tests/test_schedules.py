@@ -1,4 +1,4 @@
-"""Learning-rate schedules, early stopping and the best checkpoint.
+"""Learning-rate schedules, early stopping, the time budget and the best checkpoint.
 
 This file proves:
 - every built-in schedule gives the lr sequence of its formula (step, exponential, cosine,
@@ -12,7 +12,10 @@ This file proves:
 - a run with a schedule (step, plateau, burda) or early stopping resumed half-way ends bit for
   bit where the uninterrupted run ends, with the same lr sequence; a checkpoint written before
   schedules existed resumes exactly; a finished cosine run or an early-stopped run is refused;
-- bad schedule options are one-line ConfigErrors.
+- bad schedule options are one-line ConfigErrors;
+- the time budget (``train.max_seconds``) stops at the end of the first epoch whose summed
+  seconds reach it, says so, refuses a resume under the same budget and counts the seconds
+  already spent under a larger one; early stopping is named when both stop the same epoch.
 """
 
 from __future__ import annotations
